@@ -1,0 +1,182 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/peerdrive/peerdrive/tree"
+)
+
+var errorsIs = errors.Is
+
+func wrapCorrupt(err error) error { return fmt.Errorf("%w: %v", tree.ErrCorrupt, err) }
+
+const maxXattrValue = 64 << 10 // as Linux's XATTR_SIZE_MAX
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, err := n.fsys.tree.GetXattr(meta(ctx), n.ino(), attr)
+	if err != nil {
+		return 0, n.errno("getxattr", err)
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	if len(attr) > 255 {
+		return syscall.ERANGE
+	}
+	if len(data) > maxXattrValue {
+		return syscall.E2BIG
+	}
+	if err := n.fsys.tree.SetXattr(meta(ctx), n.ino(), attr, append([]byte(nil), data...), flags); err != nil {
+		return n.errno("setxattr", err)
+	}
+	return 0
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	if err := n.fsys.tree.RemoveXattr(meta(ctx), n.ino(), attr); err != nil {
+		return n.errno("removexattr", err)
+	}
+	return 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.fsys.tree.ListXattr(meta(ctx), n.ino())
+	if err != nil {
+		return 0, n.errno("listxattr", err)
+	}
+	size := 0
+	for _, s := range names {
+		size += len(s) + 1
+	}
+	if len(dest) < size {
+		return uint32(size), syscall.ERANGE
+	}
+	b := dest[:0]
+	for _, s := range names {
+		b = append(b, s...)
+		b = append(b, 0)
+	}
+	return uint32(size), 0
+}
+
+// fallocate modes (linux/falloc.h).
+const (
+	fallocKeepSize  = 0x01
+	fallocPunchHole = 0x02
+	fallocZeroRange = 0x10
+)
+
+// Allocate supports plain preallocation (which extends the size: space is
+// not reserved, since chunks are written when data is), KEEP_SIZE, and
+// punching or zeroing ranges.
+func (n *node) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	ctx = meta(ctx)
+	ino := n.ino()
+	in, err := n.fsys.tree.Inode(ctx, ino)
+	if err != nil {
+		return n.errno("fallocate", err)
+	}
+	end := off + size
+	switch mode &^ fallocKeepSize {
+	case 0:
+		if mode&fallocKeepSize != 0 || end <= in.Size {
+			return 0
+		}
+		if err := n.fsys.checkQuota(int64(end - in.Size)); err != nil {
+			return n.errno("fallocate", err)
+		}
+		if _, err := n.fsys.truncate(ctx, ino, end); err != nil {
+			return n.errno("fallocate", err)
+		}
+		return 0
+	case fallocPunchHole, fallocZeroRange:
+		if mode == fallocPunchHole { // punching requires KEEP_SIZE
+			return syscall.EOPNOTSUPP
+		}
+		if off < in.Size {
+			zero := make([]byte, min(end, in.Size)-off)
+			if _, err := n.fsys.write(ctx, ino, zero, int64(off)); err != nil {
+				return n.errno("fallocate", err)
+			}
+		}
+		if mode&fallocKeepSize == 0 && end > in.Size {
+			if _, err := n.fsys.truncate(ctx, ino, end); err != nil {
+				return n.errno("fallocate", err)
+			}
+		}
+		return 0
+	}
+	return syscall.EOPNOTSUPP
+}
+
+const (
+	seekData = 3
+	seekHole = 4
+)
+
+// Lseek answers SEEK_DATA and SEEK_HOLE at chunk granularity: a chunk that
+// was never written, or was all zeros, is a hole.
+func (n *node) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	ctx = meta(ctx)
+	ino := n.ino()
+	if st := n.fsys.existing(ino); st != nil {
+		if err := n.fsys.flushFile(ctx, st); err != nil {
+			return 0, n.errno("lseek", err)
+		}
+	}
+	in, err := n.fsys.tree.Inode(ctx, ino)
+	if err != nil {
+		return 0, n.errno("lseek", err)
+	}
+	if off >= in.Size {
+		return 0, syscall.ENXIO
+	}
+	idxs, refs, err := n.fsys.tree.ChunkRefs(ctx, ino, int64(off/chunkSize))
+	if err != nil {
+		return 0, n.errno("lseek", err)
+	}
+	switch whence {
+	case seekData:
+		for i, idx := range idxs {
+			start := uint64(idx) * chunkSize
+			if end := start + uint64(refs[i].Len); end > off {
+				return max(start, off), 0
+			}
+		}
+		return 0, syscall.ENXIO
+	case seekHole:
+		pos := off
+		for i, idx := range idxs {
+			start := uint64(idx) * chunkSize
+			if start > pos {
+				break // a gap before this chunk
+			}
+			end := start + uint64(refs[i].Len)
+			if end < start+chunkSize && end > pos {
+				pos = end
+				break
+			}
+			pos = max(pos, end)
+		}
+		return min(pos, in.Size), 0
+	}
+	return 0, syscall.EINVAL
+}

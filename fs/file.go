@@ -1,0 +1,406 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/tree"
+)
+
+const chunkSize = peerdrive.ChunkSize
+
+// maxBufBytes bounds the written-but-unsealed data held in memory; past it a
+// writer seals its own data before going on (back-pressure).
+const maxBufBytes = 64 << 20
+
+// fileState is the data of one open file that has not reached the store yet.
+type fileState struct {
+	ino   peerdrive.Ino
+	mu    sync.Mutex
+	cond  sync.Cond
+	opens int
+	// dirty holds chunks being written; sealing holds chunks handed to a
+	// sealer and not yet committed. A chunk index is in at most one of them.
+	dirty      map[int64]*chunkBuf
+	sealing    map[int64]*chunkBuf
+	dirtySince time.Time
+	err        error // a failed background commit, reported by the next flush
+}
+
+type chunkBuf struct {
+	data *[]byte // chunkSize bytes; only [:n] is meaningful, the rest reads as zeros
+	n    int
+}
+
+type sealJob struct {
+	st  *fileState
+	idx int64
+	buf *chunkBuf
+}
+
+// state returns the fileState of ino, creating it.
+func (f *FS) state(ino peerdrive.Ino) *fileState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.files[ino]
+	if !ok {
+		st = &fileState{ino: ino, dirty: map[int64]*chunkBuf{}, sealing: map[int64]*chunkBuf{}}
+		st.cond.L = &st.mu
+		f.files[ino] = st
+	}
+	return st
+}
+
+// existing returns the fileState of ino if there is one.
+func (f *FS) existing(ino peerdrive.Ino) *fileState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.files[ino]
+}
+
+func (f *FS) open(ino peerdrive.Ino) *fileState {
+	st := f.state(ino)
+	st.mu.Lock()
+	st.opens++
+	st.mu.Unlock()
+	return st
+}
+
+// release drops one open of ino; the last one flushes, forgets the state and
+// purges the file if it was unlinked meanwhile.
+func (f *FS) release(ctx context.Context, ino peerdrive.Ino) error {
+	st := f.state(ino)
+	err := f.flushFile(ctx, st)
+	f.mu.Lock()
+	st.mu.Lock()
+	st.opens--
+	last := st.opens <= 0 && len(st.dirty) == 0 && len(st.sealing) == 0
+	if last {
+		delete(f.files, ino)
+	}
+	st.mu.Unlock()
+	f.mu.Unlock()
+	if last {
+		if perr := f.purgeIfUnlinked(ctx, ino); err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// purgeIfUnlinked deletes ino if it has no links and no open file.
+func (f *FS) purgeIfUnlinked(ctx context.Context, ino peerdrive.Ino) error {
+	if st := f.existing(ino); st != nil {
+		st.mu.Lock()
+		open := st.opens > 0
+		st.mu.Unlock()
+		if open {
+			return nil
+		}
+	}
+	in, err := f.tree.Inode(ctx, ino)
+	if errors.Is(err, tree.ErrNotFound) {
+		return nil
+	}
+	if err != nil || in.Nlink > 0 {
+		return err
+	}
+	return f.tree.Purge(ctx, ino)
+}
+
+func (f *FS) newBuf() *chunkBuf {
+	f.bufBytes.Add(chunkSize)
+	return &chunkBuf{data: f.bufs.Get().(*[]byte)}
+}
+
+func (f *FS) freeBuf(b *chunkBuf) {
+	f.bufBytes.Add(-chunkSize)
+	f.bufs.Put(b.data)
+}
+
+// bufFor returns the dirty buffer of chunk idx, loading the chunk's stored
+// bytes unless the write [off, off+n) will cover all of them. st.mu is held.
+func (f *FS) bufFor(ctx context.Context, st *fileState, idx int64, off, n int) (*chunkBuf, error) {
+	for {
+		if b, ok := st.dirty[idx]; ok {
+			return b, nil
+		}
+		if _, ok := st.sealing[idx]; !ok {
+			break
+		}
+		st.cond.Wait() // one version of a chunk is sealed at a time
+	}
+	ref, ok, err := f.tree.ChunkRef(ctx, st.ino, idx)
+	if err != nil {
+		return nil, err
+	}
+	b := f.newBuf()
+	if ok && !(off == 0 && n >= int(ref.Len)) {
+		plain, err := f.tree.ReadChunk(ctx, ref)
+		if err != nil {
+			f.freeBuf(b)
+			return nil, err
+		}
+		b.n = copy(*b.data, plain)
+	}
+	if len(st.dirty) == 0 {
+		st.dirtySince = time.Now()
+	}
+	st.dirty[idx] = b
+	return b, nil
+}
+
+// write copies data at off into the file's dirty buffers; full chunks go to
+// the sealers.
+func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int64) (int, error) {
+	if f.opts.ReadOnly {
+		return 0, ErrReadOnly
+	}
+	if err := f.db.CheckSpace(int64(len(data))); err != nil {
+		return 0, err
+	}
+	if err := f.checkQuota(int64(len(data))); err != nil {
+		return 0, err
+	}
+	st := f.state(ino)
+	st.mu.Lock()
+	var full []sealJob
+	end := off + int64(len(data))
+	pos := off
+	var err error
+	for pos < end {
+		idx := pos / chunkSize
+		o := int(pos - idx*chunkSize)
+		n := int(min(int64(chunkSize-o), end-pos))
+		var b *chunkBuf
+		b, err = f.bufFor(ctx, st, idx, o, n)
+		if err != nil {
+			break
+		}
+		if o > b.n {
+			clear((*b.data)[b.n:o])
+		}
+		copy((*b.data)[o:o+n], data[pos-off:])
+		b.n = max(b.n, o+n)
+		if o+n == chunkSize {
+			delete(st.dirty, idx)
+			st.sealing[idx] = b
+			full = append(full, sealJob{st, idx, b})
+		}
+		pos += int64(n)
+	}
+	if pos > off {
+		now := tree.Now()
+		_, terr := f.tree.Touch(ino, func(in *peerdrive.Inode) {
+			if uint64(pos) > in.Size {
+				in.Size = uint64(pos)
+			}
+			in.Mtime, in.Ctime = now, now
+		})
+		if err == nil {
+			err = terr
+		}
+	}
+	st.mu.Unlock()
+	for _, j := range full {
+		f.jobs <- j // blocks while the sealers are busy: back-pressure
+	}
+	if f.bufBytes.Load() > maxBufBytes {
+		if ferr := f.flushFile(ctx, st); err == nil {
+			err = ferr
+		}
+	}
+	return int(pos - off), err
+}
+
+// sealer seals and commits full chunks in the background.
+func (f *FS) sealer() {
+	defer f.workers.Done()
+	for j := range f.jobs {
+		f.sealOne(j)
+	}
+}
+
+func (f *FS) sealOne(j sealJob) {
+	s := f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])
+	err := f.tree.Commit(context.Background(), j.st.ino, []tree.Sealed{s})
+	st := j.st
+	st.mu.Lock()
+	delete(st.sealing, j.idx)
+	if err != nil {
+		// Keep the data: the next flush tries again and reports the error.
+		if _, newer := st.dirty[j.idx]; !newer {
+			st.dirty[j.idx] = j.buf
+			j.buf = nil
+		}
+		if st.err == nil {
+			st.err = err
+		}
+	}
+	st.cond.Broadcast()
+	st.mu.Unlock()
+	if j.buf != nil {
+		f.freeBuf(j.buf)
+	}
+}
+
+// flushFile seals and commits every dirty chunk of st and waits for the
+// sealers, so that the store holds all data written so far. It also writes
+// the file's attributes.
+func (f *FS) flushFile(ctx context.Context, st *fileState) error {
+	st.mu.Lock()
+	for len(st.sealing) > 0 {
+		st.cond.Wait()
+	}
+	bg := st.err
+	st.err = nil
+	var sealed []tree.Sealed
+	var bufs []*chunkBuf
+	for idx, b := range st.dirty {
+		sealed = append(sealed, f.tree.Seal(idx, (*b.data)[:b.n]))
+		bufs = append(bufs, b)
+	}
+	err := f.tree.Commit(ctx, st.ino, sealed)
+	if errors.Is(err, tree.ErrNotFound) {
+		err = nil // the file was purged meanwhile
+	}
+	if err == nil {
+		for idx, b := range st.dirty {
+			delete(st.dirty, idx)
+			f.freeBuf(b)
+		}
+	}
+	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return bg
+}
+
+// read fills dest from the file at off; it returns the number of bytes.
+func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64) (int, error) {
+	in, err := f.tree.Inode(ctx, ino)
+	if err != nil {
+		return 0, err
+	}
+	if off >= int64(in.Size) {
+		return 0, nil
+	}
+	end := min(off+int64(len(dest)), int64(in.Size))
+	st := f.existing(ino)
+	for pos := off; pos < end; {
+		idx := pos / chunkSize
+		o := int(pos - idx*chunkSize)
+		n := int(min(int64(chunkSize-o), end-pos))
+		out := dest[pos-off : pos-off+int64(n)]
+		if st != nil && f.readBuffered(st, idx, o, out) {
+			pos += int64(n)
+			continue
+		}
+		ref, ok, err := f.tree.ChunkRef(ctx, ino, idx)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			clear(out)
+		} else {
+			plain, err := f.tree.ReadChunk(ctx, ref)
+			if err != nil {
+				return 0, err
+			}
+			c := 0
+			if o < len(plain) {
+				c = copy(out, plain[o:])
+			}
+			clear(out[c:])
+		}
+		pos += int64(n)
+	}
+	return int(end - off), nil
+}
+
+// readBuffered copies chunk idx from the file's unsealed buffers, if it is
+// there.
+func (f *FS) readBuffered(st *fileState, idx int64, o int, out []byte) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b, ok := st.dirty[idx]
+	if !ok {
+		b, ok = st.sealing[idx]
+	}
+	if !ok {
+		return false
+	}
+	c := 0
+	if o < b.n {
+		c = copy(out, (*b.data)[o:b.n])
+	}
+	clear(out[c:])
+	return true
+}
+
+// truncate sets the file's size, dropping or cutting chunks past it.
+func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peerdrive.Inode, error) {
+	if f.opts.ReadOnly {
+		return peerdrive.Inode{}, ErrReadOnly
+	}
+	st := f.state(ino)
+	defer f.forgetIfIdle(st)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for len(st.sealing) > 0 {
+		st.cond.Wait()
+	}
+	last := int64(size / chunkSize) // the chunk the new end falls in
+	cut := int(size - uint64(last)*chunkSize)
+	for idx, b := range st.dirty {
+		switch {
+		case idx > last || idx == last && cut == 0:
+			delete(st.dirty, idx)
+			f.freeBuf(b)
+		case idx == last:
+			b.n = min(b.n, cut)
+		}
+	}
+	var tail *tree.Sealed
+	if _, buffered := st.dirty[last]; cut > 0 && !buffered {
+		ref, ok, err := f.tree.ChunkRef(ctx, ino, last)
+		if err != nil {
+			return peerdrive.Inode{}, err
+		}
+		if ok && int(ref.Len) > cut {
+			plain, err := f.tree.ReadChunk(ctx, ref)
+			if err != nil {
+				return peerdrive.Inode{}, err
+			}
+			s := f.tree.Seal(last, plain[:cut])
+			tail = &s
+		}
+	}
+	return f.tree.Truncate(ctx, ino, size, tail)
+}
+
+// forgetIfIdle drops a fileState that no open file uses and that holds no
+// data.
+func (f *FS) forgetIfIdle(st *fileState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.opens <= 0 && len(st.dirty) == 0 && len(st.sealing) == 0 && f.files[st.ino] == st {
+		delete(f.files, st.ino)
+	}
+}
+
+func (f *FS) checkQuota(n int64) error {
+	if f.opts.Quota == 0 {
+		return nil
+	}
+	if f.tree.Stats().Used+uint64(f.bufBytes.Load())+uint64(n) > f.opts.Quota {
+		return ErrQuota
+	}
+	return nil
+}

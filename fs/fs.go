@@ -1,0 +1,232 @@
+// Package fs serves the drive over FUSE (go-fuse's node API): POSIX calls
+// become operations on the file tree and on encrypted chunks. It holds no
+// metadata of its own beyond the dirty data of open files.
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
+	"github.com/peerdrive/peerdrive/tree"
+)
+
+// Options of a drive's FUSE view.
+type Options struct {
+	ReadOnly   bool
+	AllowOther bool
+	// Quota is the drive's size in bytes as df shows it; 0 means the home
+	// disk's size.
+	Quota uint64
+	Log   *slog.Logger
+	// FlushAfter is how long written data may stay in memory before it is
+	// sealed into the store (0: 5 s). fsync and close do it at once.
+	FlushAfter time.Duration
+}
+
+// FS is a drive's FUSE view.
+type FS struct {
+	tree *tree.Tree
+	db   *store.DB
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	files map[peerdrive.Ino]*fileState
+
+	jobs     chan sealJob
+	workers  sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	bufBytes atomic.Int64 // dirty and sealing buffers in memory
+	bufs     sync.Pool
+}
+
+// New returns the FUSE view of t.
+func New(t *tree.Tree, db *store.DB, o Options) *FS {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.FlushAfter == 0 {
+		o.FlushAfter = 5 * time.Second
+	}
+	n := runtime.GOMAXPROCS(0)
+	f := &FS{
+		tree: t, db: db, opts: o, log: o.Log,
+		files: map[peerdrive.Ino]*fileState{},
+		jobs:  make(chan sealJob, n),
+		stop:  make(chan struct{}),
+		bufs:  sync.Pool{New: func() any { b := make([]byte, peerdrive.ChunkSize); return &b }},
+	}
+	for range n {
+		f.workers.Add(1)
+		go f.sealer()
+	}
+	f.workers.Add(1)
+	go f.flusher()
+	return f
+}
+
+// PurgeOrphans deletes files that were unlinked while open when the last
+// session ended.
+func (f *FS) PurgeOrphans(ctx context.Context) error {
+	orphans, err := f.tree.Orphans(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ino := range orphans {
+		if err := f.tree.Purge(ctx, ino); err != nil {
+			return fmt.Errorf("purge orphan %d: %w", ino, err)
+		}
+	}
+	return nil
+}
+
+// Root returns the root node for mounting.
+func (f *FS) Root() gofs.InodeEmbedder { return &node{fsys: f} }
+
+// MountOptions returns go-fuse options tuned for the drive.
+func (f *FS) MountOptions() *gofs.Options {
+	sec := 10 * time.Second
+	mo := fuse.MountOptions{
+		FsName:        "peerdrive",
+		Name:          "peerdrive",
+		DirectMount:   true,
+		AllowOther:    f.opts.AllowOther,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		MaxBackground: 64,
+		EnableAcl:     true,
+		Options:       []string{"default_permissions"},
+		// Encrypted data cannot be handed to the kernel as a backing file.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+	}
+	if f.opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	return &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &sec,
+		AttrTimeout:     &sec,
+		NegativeTimeout: &sec,
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: uint64(peerdrive.RootIno), Gen: 1},
+	}
+}
+
+// Mount mounts the drive on dir; the mount is live when it returns.
+func (f *FS) Mount(dir string) (*fuse.Server, error) {
+	srv, err := gofs.Mount(dir, f.Root(), f.MountOptions())
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// Close seals every dirty buffer, writes all metadata durably and stops the
+// background work. Call it after the FUSE server has stopped.
+func (f *FS) Close(ctx context.Context) error {
+	err := f.FlushAll(ctx)
+	f.stopOnce.Do(func() { close(f.stop); close(f.jobs) })
+	f.workers.Wait()
+	if serr := f.tree.Sync(ctx); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// FlushAll seals the dirty data of every open file into the store.
+func (f *FS) FlushAll(ctx context.Context) error {
+	f.mu.Lock()
+	states := make([]*fileState, 0, len(f.files))
+	for _, st := range f.files {
+		states = append(states, st)
+	}
+	f.mu.Unlock()
+	var first error
+	for _, st := range states {
+		if err := f.flushFile(ctx, st); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// flusher seals data that stayed dirty longer than FlushAfter, and makes the
+// store durable about as often as ext4 commits its journal.
+func (f *FS) flusher() {
+	defer f.workers.Done()
+	t := time.NewTicker(f.opts.FlushAfter / 2)
+	defer t.Stop()
+	ctx := context.Background()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		var old []*fileState
+		for _, st := range f.files {
+			st.mu.Lock()
+			if len(st.dirty) > 0 && time.Since(st.dirtySince) > f.opts.FlushAfter {
+				old = append(old, st)
+			}
+			st.mu.Unlock()
+		}
+		f.mu.Unlock()
+		for _, st := range old {
+			if err := f.flushFile(ctx, st); err != nil {
+				f.log.Warn("background flush failed", "ino", st.ino, "err", err)
+			}
+		}
+		if err := f.tree.Sync(ctx); err != nil {
+			f.log.Warn("background sync failed", "err", err)
+		}
+	}
+}
+
+// statfs fills out with the drive's size: the quota (or the home disk),
+// what is used, and what is left.
+func (f *FS) statfs(out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	total, avail, err := f.db.Space()
+	if err != nil {
+		return toErrno(f.log, "statfs", err)
+	}
+	st := f.tree.Stats()
+	size := total
+	if f.opts.Quota > 0 {
+		size = f.opts.Quota
+	}
+	free := uint64(0)
+	if size > st.Used {
+		free = size - st.Used
+	}
+	diskFree := uint64(0)
+	if avail > store.Reserve {
+		diskFree = avail - store.Reserve
+	}
+	free = min(free, diskFree)
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = size / bsize
+	out.Bfree = free / bsize
+	out.Bavail = free / bsize
+	out.Files = st.Inodes + 1<<32
+	out.Ffree = 1 << 32
+	out.NameLen = maxName
+	return 0
+}
+
+const maxName = 255

@@ -1,0 +1,427 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/tree"
+)
+
+// node is one inode of the drive as go-fuse sees it. It carries no state:
+// attributes live in the tree, unsealed data in the FS's fileStates.
+type node struct {
+	gofs.Inode
+	fsys *FS
+}
+
+var (
+	_ gofs.NodeGetattrer     = (*node)(nil)
+	_ gofs.NodeSetattrer     = (*node)(nil)
+	_ gofs.NodeLookuper      = (*node)(nil)
+	_ gofs.NodeReaddirer     = (*node)(nil)
+	_ gofs.NodeCreater       = (*node)(nil)
+	_ gofs.NodeMkdirer       = (*node)(nil)
+	_ gofs.NodeMknoder       = (*node)(nil)
+	_ gofs.NodeSymlinker     = (*node)(nil)
+	_ gofs.NodeReadlinker    = (*node)(nil)
+	_ gofs.NodeLinker        = (*node)(nil)
+	_ gofs.NodeUnlinker      = (*node)(nil)
+	_ gofs.NodeRmdirer       = (*node)(nil)
+	_ gofs.NodeRenamer       = (*node)(nil)
+	_ gofs.NodeOpener        = (*node)(nil)
+	_ gofs.NodeReader        = (*node)(nil)
+	_ gofs.NodeWriter        = (*node)(nil)
+	_ gofs.NodeFlusher       = (*node)(nil)
+	_ gofs.NodeFsyncer       = (*node)(nil)
+	_ gofs.NodeReleaser      = (*node)(nil)
+	_ gofs.NodeAllocater     = (*node)(nil)
+	_ gofs.NodeLseeker       = (*node)(nil)
+	_ gofs.NodeStatfser      = (*node)(nil)
+	_ gofs.NodeGetxattrer    = (*node)(nil)
+	_ gofs.NodeSetxattrer    = (*node)(nil)
+	_ gofs.NodeRemovexattrer = (*node)(nil)
+	_ gofs.NodeListxattrer   = (*node)(nil)
+)
+
+func (n *node) ino() peerdrive.Ino { return peerdrive.Ino(n.StableAttr().Ino) }
+
+// meta returns a context for short metadata operations. They are not
+// cancelled: a FUSE interrupt can come from any signal (even the Go
+// runtime's SIGURG in the caller), and returning EINTR from mkdir or unlink
+// breaks callers that do not expect it. Long waits use the request's ctx.
+func meta(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+func (n *node) errno(op string, err error) syscall.Errno { return toErrno(n.fsys.log, op, err) }
+
+func (n *node) roErr() syscall.Errno {
+	if n.fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+func fillAttr(ino peerdrive.Ino, in *peerdrive.Inode, a *fuse.Attr) {
+	a.Ino = uint64(ino)
+	a.Size = in.Size
+	a.Blocks = (in.Size + 511) / 512
+	a.Mode = in.Mode
+	a.Nlink = in.Nlink
+	a.Uid, a.Gid = in.UID, in.GID
+	a.Rdev = in.Rdev
+	a.Blksize = 1 << 20 // fewer, larger FUSE requests from cp and friends
+	a.Atime, a.Atimensec = uint64(in.Atime/1e9), uint32(in.Atime%1e9)
+	a.Mtime, a.Mtimensec = uint64(in.Mtime/1e9), uint32(in.Mtime%1e9)
+	a.Ctime, a.Ctimensec = uint64(in.Ctime/1e9), uint32(in.Ctime%1e9)
+}
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.fsys.tree.Inode(meta(ctx), n.ino())
+	if err != nil {
+		return n.errno("getattr", err)
+	}
+	fillAttr(n.ino(), &in, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	ctx = meta(ctx)
+	ino := n.ino()
+	if size, ok := sa.GetSize(); ok {
+		in, err := n.fsys.tree.Inode(ctx, ino)
+		if err != nil {
+			return n.errno("truncate", err)
+		}
+		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			return syscall.EISDIR
+		}
+		if size > in.Size {
+			if err := n.fsys.checkQuota(int64(size - in.Size)); err != nil {
+				return n.errno("truncate", err)
+			}
+		}
+		if _, err := n.fsys.truncate(ctx, ino, size); err != nil {
+			return n.errno("truncate", err)
+		}
+	}
+	in, err := n.fsys.tree.SetAttr(ctx, ino, func(in *peerdrive.Inode) error {
+		changed := false
+		if m, ok := sa.GetMode(); ok {
+			in.Mode = in.Mode&syscall.S_IFMT | m&07777
+			changed = true
+		}
+		if uid, ok := sa.GetUID(); ok {
+			in.UID = uid
+			changed = true
+		}
+		if gid, ok := sa.GetGID(); ok {
+			in.GID = gid
+			changed = true
+		}
+		if t, ok := sa.GetATime(); ok {
+			in.Atime = t.UnixNano()
+			changed = true
+		}
+		if t, ok := sa.GetMTime(); ok {
+			in.Mtime = t.UnixNano()
+			changed = true
+		}
+		if changed {
+			in.Ctime = tree.Now()
+		}
+		if t, ok := sa.GetCTime(); ok {
+			in.Ctime = t.UnixNano()
+		}
+		return nil
+	})
+	if err != nil {
+		return n.errno("setattr", err)
+	}
+	fillAttr(ino, &in, &out.Attr)
+	return 0
+}
+
+// child makes (or finds) the go-fuse inode of ino and fills out.
+func (n *node) child(ctx context.Context, ino peerdrive.Ino, in *peerdrive.Inode, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(ino, in, &out.Attr)
+	return n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: uint64(ino), Gen: 1})
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
+	ctx = meta(ctx)
+	d, err := n.fsys.tree.Lookup(ctx, n.ino(), name)
+	if err != nil {
+		return nil, n.errno("lookup", err)
+	}
+	in, err := n.fsys.tree.Inode(ctx, d.Ino)
+	if err != nil {
+		// A name whose inode is gone is damage, not absence.
+		return nil, n.errno("lookup", corrupt(err))
+	}
+	return n.child(ctx, d.Ino, &in, out), 0
+}
+
+func corrupt(err error) error {
+	if err != nil && errorsIs(err, tree.ErrNotFound) {
+		return wrapCorrupt(err)
+	}
+	return err
+}
+
+func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ents, err := n.fsys.tree.ReadDir(meta(ctx), n.ino())
+	if err != nil {
+		return nil, n.errno("readdir", err)
+	}
+	parent := uint64(peerdrive.RootIno)
+	if _, p := n.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	list = append(list,
+		fuse.DirEntry{Name: ".", Ino: uint64(n.ino()), Mode: syscall.S_IFDIR},
+		fuse.DirEntry{Name: "..", Ino: parent, Mode: syscall.S_IFDIR})
+	for _, d := range ents {
+		list = append(list, fuse.DirEntry{Name: d.Name, Ino: uint64(d.Ino), Mode: d.Mode})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// newInode fills the owner and mode of a node made by the caller in dir n,
+// with the setgid directory rule of Linux.
+func (n *node) newInode(ctx context.Context, mode uint32) (peerdrive.Inode, error) {
+	in := peerdrive.Inode{Mode: mode}
+	if c, ok := fuse.FromContext(ctx); ok {
+		in.UID, in.GID = c.Uid, c.Gid
+	}
+	p, err := n.fsys.tree.Inode(ctx, n.ino())
+	if err != nil {
+		return in, err
+	}
+	if p.Mode&syscall.S_ISGID != 0 {
+		in.GID = p.GID
+		if mode&syscall.S_IFMT == syscall.S_IFDIR {
+			in.Mode |= syscall.S_ISGID
+		}
+	}
+	return in, nil
+}
+
+func (n *node) mknode(ctx context.Context, name string, mode uint32, fill func(*peerdrive.Inode), out *fuse.EntryOut) (*gofs.Inode, peerdrive.Ino, syscall.Errno) {
+	if e := n.roErr(); e != 0 {
+		return nil, 0, e
+	}
+	if len(name) > maxName {
+		return nil, 0, syscall.ENAMETOOLONG
+	}
+	ctx2 := meta(ctx)
+	in, err := n.newInode(ctx2, mode)
+	if err != nil {
+		return nil, 0, n.errno("create", err)
+	}
+	if fill != nil {
+		fill(&in)
+	}
+	ino, in, err := n.fsys.tree.Mknode(ctx2, n.ino(), name, in)
+	if err != nil {
+		return nil, 0, n.errno("create", err)
+	}
+	return n.child(ctx, ino, &in, out), ino, 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ch, ino, e := n.mknode(ctx, name, syscall.S_IFREG|mode&07777, nil, out)
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	n.fsys.open(ino)
+	return ch, &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ch, _, e := n.mknode(ctx, name, syscall.S_IFDIR|mode&07777, nil, out)
+	return ch, e
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ch, _, e := n.mknode(ctx, name, mode, func(in *peerdrive.Inode) { in.Rdev = dev }, out)
+	return ch, e
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(target) > 4095 {
+		return nil, syscall.ENAMETOOLONG
+	}
+	ch, _, e := n.mknode(ctx, name, syscall.S_IFLNK|0o777, func(in *peerdrive.Inode) {
+		in.Target = target
+		in.Size = uint64(len(target))
+	}, out)
+	return ch, e
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	in, err := n.fsys.tree.Inode(meta(ctx), n.ino())
+	if err != nil {
+		return nil, n.errno("readlink", err)
+	}
+	if in.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return nil, syscall.EINVAL
+	}
+	return []byte(in.Target), 0
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if e := n.roErr(); e != 0 {
+		return nil, e
+	}
+	if len(name) > maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
+	ino := peerdrive.Ino(target.EmbeddedInode().StableAttr().Ino)
+	in, err := n.fsys.tree.Link(meta(ctx), n.ino(), name, ino)
+	if err != nil {
+		return nil, n.errno("link", err)
+	}
+	return n.child(ctx, ino, &in, out), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	ctx = meta(ctx)
+	ino, in, err := n.fsys.tree.Unlink(ctx, n.ino(), name)
+	if err != nil {
+		return n.errno("unlink", err)
+	}
+	if in.Nlink == 0 {
+		if err := n.fsys.purgeIfUnlinked(ctx, ino); err != nil {
+			n.fsys.log.Warn("purge after unlink failed", "ino", ino, "err", err)
+		}
+	}
+	return 0
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	ctx = meta(ctx)
+	ino, err := n.fsys.tree.Rmdir(ctx, n.ino(), name)
+	if err != nil {
+		return n.errno("rmdir", err)
+	}
+	if err := n.fsys.tree.Purge(ctx, ino); err != nil {
+		n.fsys.log.Warn("purge after rmdir failed", "ino", ino, "err", err)
+	}
+	return 0
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if e := n.roErr(); e != 0 {
+		return e
+	}
+	if len(newName) > maxName {
+		return syscall.ENAMETOOLONG
+	}
+	ctx = meta(ctx)
+	var tf uint32
+	if flags&^(gofs.RENAME_EXCHANGE|renameNoReplace) != 0 {
+		return syscall.EINVAL // RENAME_WHITEOUT is for overlayfs
+	}
+	if flags&renameNoReplace != 0 {
+		tf |= tree.RenameNoReplace
+	}
+	if flags&gofs.RENAME_EXCHANGE != 0 {
+		tf |= tree.RenameExchange
+	}
+	dir2 := peerdrive.Ino(newParent.EmbeddedInode().StableAttr().Ino)
+	replaced, rin, err := n.fsys.tree.Rename(ctx, n.ino(), name, dir2, newName, tf)
+	if err != nil {
+		return n.errno("rename", err)
+	}
+	if replaced != 0 && rin.Nlink == 0 {
+		if err := n.fsys.purgeIfUnlinked(ctx, replaced); err != nil {
+			n.fsys.log.Warn("purge after rename failed", "ino", replaced, "err", err)
+		}
+	}
+	return 0
+}
+
+const renameNoReplace = 1 // RENAME_NOREPLACE
+
+// handle is an open file. The node does the work; the handle only exists so
+// that every open is paired with a release.
+type handle struct{}
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		if e := n.roErr(); e != 0 {
+			return nil, 0, e
+		}
+	}
+	n.fsys.open(n.ino())
+	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	c, err := n.fsys.read(ctx, n.ino(), dest, off)
+	if err != nil {
+		n.fsys.log.Error("read failed", "path", n.Path(nil), "ino", n.ino(), "off", off, "err", err)
+		return nil, n.errno("read", err)
+	}
+	return fuse.ReadResultData(dest[:c]), 0
+}
+
+func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	c, err := n.fsys.write(ctx, n.ino(), data, off)
+	if err != nil && c == 0 {
+		return 0, n.errno("write", err)
+	}
+	return uint32(c), 0
+}
+
+func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	if st := n.fsys.existing(n.ino()); st != nil {
+		if err := n.fsys.flushFile(meta(ctx), st); err != nil {
+			return n.errno("flush", err)
+		}
+	}
+	return 0
+}
+
+func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	ctx = meta(ctx)
+	if st := n.fsys.existing(n.ino()); st != nil {
+		if err := n.fsys.flushFile(ctx, st); err != nil {
+			return n.errno("fsync", err)
+		}
+	}
+	if err := n.fsys.tree.Sync(ctx); err != nil {
+		return n.errno("fsync", err)
+	}
+	return 0
+}
+
+func (n *node) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	if _, ok := fh.(*handle); !ok {
+		return 0 // a directory handle
+	}
+	if err := n.fsys.release(meta(ctx), n.ino()); err != nil {
+		return n.errno("release", err)
+	}
+	return 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return n.fsys.statfs(out)
+}

@@ -1,0 +1,347 @@
+// Package store keeps PeerDrive's local state in badger: opaque sealed chunks
+// addressed by their hash, and the sealed metadata records of the file tree.
+// It never sees plaintext and knows nothing of FUSE.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
+
+	"github.com/peerdrive/peerdrive"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrNoSpace  = errors.New("no space left on the home's disk")
+	ErrCorrupt  = errors.New("stored data is corrupt")
+	ErrLocked   = errors.New("store is in use by another process")
+)
+
+// Badger tuning: see docs/format.md ("Local store") for why.
+const (
+	valueThreshold = 1 << 10  // chunks go to the value log, metadata stays in the LSM tree
+	vlogFileSize   = 64 << 20 // badger maps twice this, sparsely; it bounds the free-space reserve
+	memTableSize   = 16 << 20
+	numMemtables   = 2
+	// Reserve is the free space the home's disk must keep: badger writes
+	// through mmap'd, sparsely allocated files, and a write into a hole on a
+	// full disk is a SIGBUS, not an error. Refusing writes early turns a full
+	// disk into ENOSPC for the writer.
+	Reserve = 2*vlogFileSize + numMemtables*memTableSize + 32<<20
+)
+
+// DB is an open store.
+type DB struct {
+	bdb  *badger.DB
+	lock *os.File
+	dir  string
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	reserve int64 // free space kept on the disk
+}
+
+// Options for Open.
+type Options struct {
+	ReadOnly bool
+	// Reserve overrides the free-space reserve (0: Reserve).
+	Reserve int64
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, o Options) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// Our own lock, taken before badger's, so that a second process gets a
+	// clean ErrLocked. The kernel drops it when the process dies.
+	lock, err := os.OpenFile(filepath.Join(dir, "peerdrive.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock store %s: %w", dir, err)
+	}
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(false).
+		WithValueThreshold(valueThreshold).
+		WithValueLogFileSize(vlogFileSize).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(12).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithCompression(options.None). // everything we store is ciphertext
+		WithNumCompactors(2).
+		WithNumGoroutines(4).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false). // writers are serialized by the tree
+		WithCompactL0OnClose(true).
+		WithReadOnly(o.ReadOnly).
+		WithLogger(badgerLogger{})
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	db := &DB{bdb: bdb, lock: lock, dir: dir, stop: make(chan struct{}), reserve: Reserve}
+	if o.Reserve != 0 {
+		db.reserve = o.Reserve
+	}
+	if !o.ReadOnly {
+		db.wg.Add(1)
+		go db.gcLoop()
+	}
+	return db, nil
+}
+
+// Close flushes and closes the store.
+func (db *DB) Close() error {
+	close(db.stop)
+	db.wg.Wait()
+	err := db.bdb.Close()
+	db.lock.Close()
+	if err != nil {
+		return fmt.Errorf("close store %s: %w", db.dir, err)
+	}
+	return nil
+}
+
+// Sync makes every write so far durable on disk.
+func (db *DB) Sync() error {
+	if err := db.bdb.Sync(); err != nil {
+		return fmt.Errorf("sync store %s: %w", db.dir, err)
+	}
+	return nil
+}
+
+// gcLoop reclaims value-log space left by deleted chunks.
+func (db *DB) gcLoop() {
+	defer db.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+			for db.bdb.RunValueLogGC(0.5) == nil {
+				select {
+				case <-db.stop:
+					return
+				default:
+				}
+			}
+		}
+	}
+}
+
+// Space reports the home disk's total and available bytes.
+func (db *DB) Space() (total, avail uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(db.dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", db.dir, err)
+	}
+	return st.Blocks * uint64(st.Bsize), st.Bavail * uint64(st.Bsize), nil
+}
+
+// CheckSpace returns ErrNoSpace when writing need more bytes would eat into
+// the reserve.
+func (db *DB) CheckSpace(need int64) error {
+	_, avail, err := db.Space()
+	if err != nil {
+		return err
+	}
+	if int64(avail)-need < db.reserve {
+		return fmt.Errorf("%s: %d bytes free, %d kept in reserve: %w", db.dir, avail, db.reserve, ErrNoSpace)
+	}
+	return nil
+}
+
+// Txn is a read or read-write transaction over byte keys.
+type Txn struct {
+	t *badger.Txn
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(fn func(*Txn) error) error {
+	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t}) })
+}
+
+// Update runs fn in a read-write transaction and commits it atomically.
+// Writes are durable after the next Sync. need is the number of bytes the
+// transaction is about to add; it is refused with ErrNoSpace if the disk is
+// too full for them.
+func (db *DB) Update(need int64, fn func(*Txn) error) error {
+	if err := db.CheckSpace(need); err != nil {
+		return err
+	}
+	err := db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t}) })
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	return err
+}
+
+// Get returns a copy of the value under key, or ErrNotFound.
+func (t *Txn) Get(key []byte) ([]byte, error) {
+	it, err := t.t.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, wrapRead(key, err)
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return nil, wrapRead(key, err)
+	}
+	return v, nil
+}
+
+// Has reports whether key exists.
+func (t *Txn) Has(key []byte) (bool, error) {
+	_, err := t.t.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrapRead(key, err)
+	}
+	return true, nil
+}
+
+func wrapRead(key []byte, err error) error {
+	// Badger reports checksum and decode failures of the value log as plain
+	// errors; anything but "not found" on a read is a damaged store.
+	return fmt.Errorf("read key %x: %w: %v", key[:min(len(key), 9)], ErrCorrupt, err)
+}
+
+// Set stores value under key.
+func (t *Txn) Set(key, value []byte) error { return t.t.Set(key, value) }
+
+// Delete removes key.
+func (t *Txn) Delete(key []byte) error { return t.t.Delete(key) }
+
+// Iterate calls fn for every key with the given prefix, in key order, from
+// start (inclusive; nil means the prefix) on, until fn returns false or an
+// error. key and value are only valid during the call.
+func (t *Txn) Iterate(prefix, start []byte, values bool, fn func(key, value []byte) (bool, error)) error {
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	o.PrefetchValues = false
+	it := t.t.NewIterator(o)
+	defer it.Close()
+	if start == nil {
+		start = prefix
+	}
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var v []byte
+		if values {
+			var err error
+			v, err = item.ValueCopy(nil)
+			if err != nil {
+				return wrapRead(item.Key(), err)
+			}
+		}
+		more, err := fn(item.Key(), v)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// chunkKey is where a sealed chunk lives: 'C' || id.
+func chunkKey(id peerdrive.ChunkID) []byte {
+	k := make([]byte, 1+len(id))
+	k[0] = 'C'
+	copy(k[1:], id[:])
+	return k
+}
+
+// PutChunk stores a sealed chunk in the transaction.
+func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error { return t.Set(chunkKey(id), sealed) }
+
+// DeleteChunk removes a sealed chunk in the transaction.
+func (t *Txn) DeleteChunk(id peerdrive.ChunkID) error { return t.Delete(chunkKey(id)) }
+
+// Blobs returns the DB's chunks as a Blobs store.
+func (db *DB) Blobs() Blobs { return dbBlobs{db} }
+
+type dbBlobs struct{ db *DB }
+
+var _ Blobs = dbBlobs{}
+
+func (b dbBlobs) Put(ctx context.Context, id peerdrive.ChunkID, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.Update(int64(len(data)), func(t *Txn) error { return t.PutChunk(id, data) })
+}
+
+func (b dbBlobs) Get(ctx context.Context, id peerdrive.ChunkID) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var v []byte
+	err := b.db.View(func(t *Txn) error {
+		var err error
+		v, err = t.Get(chunkKey(id))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id.Short(), err)
+	}
+	return v, nil
+}
+
+func (b dbBlobs) Has(ctx context.Context, id peerdrive.ChunkID) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	var ok bool
+	err := b.db.View(func(t *Txn) error {
+		var err error
+		ok, err = t.Has(chunkKey(id))
+		return err
+	})
+	return ok, err
+}
+
+func (b dbBlobs) Delete(ctx context.Context, id peerdrive.ChunkID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.Update(0, func(t *Txn) error { return t.DeleteChunk(id) })
+}
+
+// badgerLogger forwards badger's warnings and errors to slog; its chatty
+// info and debug lines are dropped.
+type badgerLogger struct{}
+
+func (badgerLogger) Errorf(f string, a ...any) {
+	slog.Error("badger error", "msg", fmt.Sprintf(f, a...))
+}
+func (badgerLogger) Warningf(f string, a ...any) {
+	slog.Warn("badger warning", "msg", fmt.Sprintf(f, a...))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,69 @@
+package tree
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
+)
+
+func contentID(b []byte) [32]byte { return crypto.ContentID(b) }
+
+// chunkCache is an LRU of decrypted chunks. Chunks are immutable (named by
+// their hash), so entries never go stale; they are dropped when deleted only
+// to free memory.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	order *list.List // front: most recent
+	m     map[peerdrive.ChunkID]*list.Element
+}
+
+type cached struct {
+	id   peerdrive.ChunkID
+	data []byte
+}
+
+func newChunkCache(max int) *chunkCache {
+	return &chunkCache{max: max, order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}}
+}
+
+func (c *chunkCache) get(id peerdrive.ChunkID) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[id]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*cached).data, true
+}
+
+func (c *chunkCache) put(id peerdrive.ChunkID, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[id]; ok || len(data) > c.max {
+		return
+	}
+	c.m[id] = c.order.PushFront(&cached{id, data})
+	c.size += len(data)
+	for c.size > c.max {
+		e := c.order.Back()
+		v := e.Value.(*cached)
+		c.order.Remove(e)
+		delete(c.m, v.id)
+		c.size -= len(v.data)
+	}
+}
+
+func (c *chunkCache) drop(id peerdrive.ChunkID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[id]; ok {
+		c.order.Remove(e)
+		delete(c.m, id)
+		c.size -= len(e.Value.(*cached).data)
+	}
+}

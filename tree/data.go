@@ -1,0 +1,286 @@
+package tree
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+func marshalAny(r any) ([]byte, error)     { return peerdrive.Marshal(r) }
+func unmarshalAny(b []byte, r any) error   { return peerdrive.Unmarshal(b, r) }
+func marshalPlain(r any) ([]byte, error)   { return peerdrive.Marshal(r) }
+func unmarshalPlain(b []byte, r any) error { return peerdrive.Unmarshal(b, r) }
+func beUint64(b []byte) uint64             { return binary.BigEndian.Uint64(b) }
+
+// Sealed is a chunk made ready for Commit by Seal: encrypted and hashed, or a
+// hole (all zero bytes, stored as no chunk at all).
+type Sealed struct {
+	Idx    int64
+	Hole   bool
+	Len    uint32
+	ID     peerdrive.ChunkID
+	Dedup  [32]byte
+	Sealed []byte
+}
+
+// Seal encrypts and hashes the plaintext of chunk idx. It takes no lock and
+// does no I/O: callers run it in parallel.
+func (t *Tree) Seal(idx int64, plain []byte) Sealed {
+	if isZero(plain) {
+		return Sealed{Idx: idx, Hole: true, Len: uint32(len(plain))}
+	}
+	s := Sealed{Idx: idx, Len: uint32(len(plain)), Dedup: t.keys.DedupHash(plain)}
+	s.Sealed = t.keys.SealChunk(make([]byte, 0, len(plain)+64), plain)
+	s.ID = peerdrive.ChunkID(contentID(s.Sealed))
+	return s
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Commit puts sealed chunks into ino's chunk map in one atomic batch,
+// together with ino's current attributes. A chunk whose plaintext is already
+// stored is shared instead of stored again; chunks no longer referenced are
+// deleted.
+func (t *Tree) Commit(ctx context.Context, ino peerdrive.Ino, chunks []Sealed) error {
+	var need int64
+	for _, c := range chunks {
+		need += int64(len(c.Sealed))
+	}
+	return t.update(ctx, need, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		if _, err := t.mod(touched, ino); err != nil {
+			return err
+		}
+		for _, c := range chunks {
+			if err := t.commitOne(tx, ino, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
+	mk := mapKey(ino, c.Idx)
+	var old peerdrive.ChunkRef
+	hadOld := true
+	if err := t.getRecord(tx, mk, &old); errors.Is(err, ErrNotFound) {
+		hadOld = false
+	} else if err != nil {
+		return err
+	}
+	if c.Hole {
+		if hadOld {
+			if err := tx.Delete(mk); err != nil {
+				return err
+			}
+			return t.decRef(tx, old.ID)
+		}
+		return nil
+	}
+	id := c.ID
+	// Deduplicate by the keyed hash of the plaintext.
+	dv, err := tx.Get(idKey(tagDedup, c.Dedup))
+	switch {
+	case err == nil && len(dv) == 32:
+		copy(id[:], dv)
+	case err == nil || errors.Is(err, store.ErrNotFound):
+		dv = nil
+	default:
+		return err
+	}
+	if hadOld && old.ID == id {
+		return nil // same content again
+	}
+	if dv != nil {
+		if err := t.incRef(tx, id); err != nil {
+			return err
+		}
+	} else {
+		if err := tx.PutChunk(id, c.Sealed); err != nil {
+			return err
+		}
+		info := peerdrive.ChunkInfo{Refs: 1, Dedup: c.Dedup, Len: c.Len, Sealed: uint32(len(c.Sealed))}
+		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
+			return err
+		}
+		if err := tx.Set(idKey(tagDedup, c.Dedup), id[:]); err != nil {
+			return err
+		}
+		t.stats.Chunks++
+		t.stats.Used += uint64(c.Len)
+		t.stats.Stored += uint64(len(c.Sealed))
+	}
+	if err := t.putRecord(tx, mk, &peerdrive.ChunkRef{ID: id, Len: c.Len}); err != nil {
+		return err
+	}
+	if hadOld {
+		return t.decRef(tx, old.ID)
+	}
+	return nil
+}
+
+func (t *Tree) incRef(tx *store.Txn, id peerdrive.ChunkID) error {
+	var info peerdrive.ChunkInfo
+	if err := t.getRecord(tx, idKey(tagInfo, id), &info); err != nil {
+		return fmt.Errorf("chunk %s info: %w", id.Short(), err)
+	}
+	info.Refs++
+	return t.putRecord(tx, idKey(tagInfo, id), &info)
+}
+
+func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
+	var info peerdrive.ChunkInfo
+	if err := t.getRecord(tx, idKey(tagInfo, id), &info); err != nil {
+		return fmt.Errorf("chunk %s info: %w", id.Short(), err)
+	}
+	if info.Refs > 1 {
+		info.Refs--
+		return t.putRecord(tx, idKey(tagInfo, id), &info)
+	}
+	t.chunks.drop(id)
+	t.stats.Chunks--
+	t.stats.Used -= uint64(info.Len)
+	t.stats.Stored -= uint64(info.Sealed)
+	if err := tx.Delete(idKey(tagDedup, info.Dedup)); err != nil {
+		return err
+	}
+	if err := tx.Delete(idKey(tagInfo, id)); err != nil {
+		return err
+	}
+	return tx.DeleteChunk(id)
+}
+
+// dropChunks removes ino's chunk map entries from index from on.
+func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) error {
+	type ent struct {
+		key []byte
+		ref peerdrive.ChunkRef
+	}
+	var drop []ent
+	err := tx.Iterate(inoKey(tagMap, ino), mapKey(ino, from), true, func(k, v []byte) (bool, error) {
+		var r peerdrive.ChunkRef
+		if err := t.openRecordInto(k, v, &r); err != nil {
+			return false, err
+		}
+		drop = append(drop, ent{append([]byte(nil), k...), r})
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range drop {
+		if err := tx.Delete(e.key); err != nil {
+			return err
+		}
+		if err := t.decRef(tx, e.ref.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Truncate sets ino's size. Chunks wholly past the new end are dropped; tail,
+// if not nil, replaces the chunk the new end falls in (the caller cut it).
+func (t *Tree) Truncate(ctx context.Context, ino peerdrive.Ino, size uint64, tail *Sealed) (peerdrive.Inode, error) {
+	var out peerdrive.Inode
+	need := int64(0)
+	if tail != nil {
+		need = int64(len(tail.Sealed))
+	}
+	err := t.update(ctx, need, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		in, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		from := int64((size + peerdrive.ChunkSize - 1) / peerdrive.ChunkSize)
+		if err := t.dropChunks(tx, ino, from); err != nil {
+			return err
+		}
+		if tail != nil {
+			if err := t.commitOne(tx, ino, *tail); err != nil {
+				return err
+			}
+		}
+		now := Now()
+		in.Size = size
+		in.Mtime, in.Ctime = now, now
+		out = *in
+		return nil
+	})
+	return out, err
+}
+
+// ChunkRef returns the chunk at index idx of ino; ok is false for a hole.
+func (t *Tree) ChunkRef(ctx context.Context, ino peerdrive.Ino, idx int64) (ref peerdrive.ChunkRef, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return ref, false, err
+	}
+	err = t.db.View(func(tx *store.Txn) error { return t.getRecord(tx, mapKey(ino, idx), &ref) })
+	if errors.Is(err, ErrNotFound) {
+		return ref, false, nil
+	}
+	if err != nil {
+		return ref, false, fmt.Errorf("inode %d chunk %d: %w", ino, idx, err)
+	}
+	return ref, true, nil
+}
+
+// ChunkRefs returns ino's chunk map from index from on, in order.
+func (t *Tree) ChunkRefs(ctx context.Context, ino peerdrive.Ino, from int64) (idx []int64, refs []peerdrive.ChunkRef, err error) {
+	err = t.db.View(func(tx *store.Txn) error {
+		return tx.Iterate(inoKey(tagMap, ino), mapKey(ino, from), true, func(k, v []byte) (bool, error) {
+			var r peerdrive.ChunkRef
+			if err := t.openRecordInto(k, v, &r); err != nil {
+				return false, err
+			}
+			idx = append(idx, int64(beUint64(k[9:])))
+			refs = append(refs, r)
+			return true, nil
+		})
+	})
+	return idx, refs, err
+}
+
+// ReadChunk returns the verified plaintext of ref. The returned slice is
+// shared with a cache: callers must not change it.
+func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, error) {
+	if b, ok := t.chunks.get(ref.ID); ok {
+		return b, nil
+	}
+	sealed, err := t.db.Blobs().Get(ctx, ref.ID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("chunk %s missing: %w", ref.ID.Short(), ErrCorrupt)
+		}
+		return nil, err
+	}
+	if peerdrive.ChunkID(contentID(sealed)) != ref.ID {
+		return nil, fmt.Errorf("chunk %s: hash mismatch: %w", ref.ID.Short(), ErrCorrupt)
+	}
+	plain, err := t.keys.OpenChunk(make([]byte, 0, ref.Len), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w: %v", ref.ID.Short(), ErrCorrupt, err)
+	}
+	if len(plain) != int(ref.Len) {
+		return nil, fmt.Errorf("chunk %s: %d bytes, map says %d: %w", ref.ID.Short(), len(plain), ref.Len, ErrCorrupt)
+	}
+	t.chunks.put(ref.ID, plain)
+	return plain, nil
+}

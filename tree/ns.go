@@ -1,0 +1,377 @@
+package tree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+func isDir(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// Lookup finds name in dir.
+func (t *Tree) Lookup(ctx context.Context, dir peerdrive.Ino, name string) (peerdrive.Dirent, error) {
+	if err := ctx.Err(); err != nil {
+		return peerdrive.Dirent{}, err
+	}
+	var d peerdrive.Dirent
+	err := t.db.View(func(tx *store.Txn) error { return t.lookup(tx, dir, name, &d) })
+	return d, err
+}
+
+func (t *Tree) lookup(tx *store.Txn, dir peerdrive.Ino, name string, d *peerdrive.Dirent) error {
+	err := t.getRecord(tx, t.direntKey(dir, name), d)
+	if err == nil && d.Name != name {
+		return fmt.Errorf("dirent %q in %d holds %q: %w", name, dir, d.Name, ErrCorrupt)
+	}
+	return err
+}
+
+func (t *Tree) putDirent(tx *store.Txn, dir peerdrive.Ino, d peerdrive.Dirent) error {
+	return t.putRecord(tx, t.direntKey(dir, d.Name), &d)
+}
+
+// ReadDir lists dir (without "." and "..") in a stable order.
+func (t *Tree) ReadDir(ctx context.Context, dir peerdrive.Ino) ([]peerdrive.Dirent, error) {
+	var out []peerdrive.Dirent
+	prefix := inoKey(tagDirent, dir)
+	err := t.db.View(func(tx *store.Txn) error {
+		return tx.Iterate(prefix, nil, true, func(k, v []byte) (bool, error) {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			var d peerdrive.Dirent
+			if err := t.openRecordInto(k, v, &d); err != nil {
+				return false, err
+			}
+			out = append(out, d)
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+func (t *Tree) isEmpty(tx *store.Txn, dir peerdrive.Ino) (bool, error) {
+	empty := true
+	err := tx.Iterate(inoKey(tagDirent, dir), nil, false, func(k, v []byte) (bool, error) {
+		empty = false
+		return false, nil
+	})
+	return empty, err
+}
+
+// Mknode creates name in dir with the attributes in (Mode, UID, GID, Rdev,
+// Target); it sets the link count and times. For a directory it also counts
+// the new ".." link in dir.
+func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in peerdrive.Inode) (peerdrive.Ino, peerdrive.Inode, error) {
+	var ino peerdrive.Ino
+	err := t.update(ctx, 1024, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		p, err := t.mod(touched, dir)
+		if err != nil {
+			return err
+		}
+		if !isDir(p.Mode) {
+			return ErrNotDir
+		}
+		var old peerdrive.Dirent
+		switch err := t.lookup(tx, dir, name, &old); {
+		case err == nil:
+			return ErrExist
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		now := Now()
+		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
+		in.Nlink = 1
+		if isDir(in.Mode) {
+			in.Nlink = 2
+			p.Nlink++
+		}
+		p.Mtime, p.Ctime = now, now
+		ino = t.allocIno()
+		t.cache[ino] = &entry{ino: in}
+		touched[ino] = true
+		t.stats.Inodes++
+		return t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: in.Mode & syscall.S_IFMT})
+	})
+	return ino, in, err
+}
+
+// Link adds name in dir for the existing non-directory ino.
+func (t *Tree) Link(ctx context.Context, dir peerdrive.Ino, name string, ino peerdrive.Ino) (peerdrive.Inode, error) {
+	var out peerdrive.Inode
+	err := t.update(ctx, 512, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		p, err := t.mod(touched, dir)
+		if err != nil {
+			return err
+		}
+		c, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		if isDir(c.Mode) {
+			return ErrIsDir
+		}
+		if c.Nlink == 0 {
+			return ErrNotFound // linking a deleted, still-open file: Linux says ENOENT
+		}
+		var old peerdrive.Dirent
+		switch err := t.lookup(tx, dir, name, &old); {
+		case err == nil:
+			return ErrExist
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		now := Now()
+		c.Nlink++
+		c.Ctime = now
+		p.Mtime, p.Ctime = now, now
+		out = *c
+		return t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: c.Mode & syscall.S_IFMT})
+	})
+	return out, err
+}
+
+// Unlink removes name (not a directory) from dir and returns the inode it
+// named, with its new link count. At zero links the inode becomes an orphan:
+// the caller purges it once no open file uses it.
+func (t *Tree) Unlink(ctx context.Context, dir peerdrive.Ino, name string) (peerdrive.Ino, peerdrive.Inode, error) {
+	var ino peerdrive.Ino
+	var out peerdrive.Inode
+	err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		var d peerdrive.Dirent
+		if err := t.lookup(tx, dir, name, &d); err != nil {
+			return err
+		}
+		if isDir(d.Mode) {
+			return ErrIsDir
+		}
+		ino = d.Ino
+		c, err := t.removeEntry(tx, touched, dir, d)
+		out = c
+		return err
+	})
+	return ino, out, err
+}
+
+// removeEntry deletes dirent d of dir and drops one link of its inode.
+func (t *Tree) removeEntry(tx *store.Txn, touched map[peerdrive.Ino]bool, dir peerdrive.Ino, d peerdrive.Dirent) (peerdrive.Inode, error) {
+	p, err := t.mod(touched, dir)
+	if err != nil {
+		return peerdrive.Inode{}, err
+	}
+	c, err := t.mod(touched, d.Ino)
+	if err != nil {
+		return peerdrive.Inode{}, err
+	}
+	if err := tx.Delete(t.direntKey(dir, d.Name)); err != nil {
+		return peerdrive.Inode{}, err
+	}
+	now := Now()
+	p.Mtime, p.Ctime = now, now
+	c.Ctime = now
+	if isDir(c.Mode) {
+		c.Nlink = 0
+		p.Nlink--
+	} else if c.Nlink > 0 {
+		c.Nlink--
+	}
+	if c.Nlink == 0 {
+		if err := tx.Set(inoKey(tagOrphan, d.Ino), nil); err != nil {
+			return peerdrive.Inode{}, err
+		}
+	}
+	return *c, nil
+}
+
+// Rmdir removes the empty directory name from dir. Its inode becomes an
+// orphan, to be purged by the caller.
+func (t *Tree) Rmdir(ctx context.Context, dir peerdrive.Ino, name string) (peerdrive.Ino, error) {
+	var ino peerdrive.Ino
+	err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		var d peerdrive.Dirent
+		if err := t.lookup(tx, dir, name, &d); err != nil {
+			return err
+		}
+		if !isDir(d.Mode) {
+			return ErrNotDir
+		}
+		if empty, err := t.isEmpty(tx, d.Ino); err != nil {
+			return err
+		} else if !empty {
+			return ErrNotEmpty
+		}
+		ino = d.Ino
+		_, err := t.removeEntry(tx, touched, dir, d)
+		return err
+	})
+	return ino, err
+}
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = 1 << 0
+	RenameExchange  = 1 << 1
+)
+
+// Rename moves name1 in dir1 to name2 in dir2. If it replaced an entry, it
+// returns that inode and its new attributes (an orphan at zero links).
+func (t *Tree) Rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir2 peerdrive.Ino, name2 string, flags uint32) (replaced peerdrive.Ino, rin peerdrive.Inode, err error) {
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return 0, rin, ErrInvalid
+	}
+	err = t.update(ctx, 512, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		var src, dst peerdrive.Dirent
+		if err := t.lookup(tx, dir1, name1, &src); err != nil {
+			return err
+		}
+		dstErr := t.lookup(tx, dir2, name2, &dst)
+		if dstErr != nil && !errors.Is(dstErr, ErrNotFound) {
+			return dstErr
+		}
+		exists := dstErr == nil
+		now := Now()
+		p1, err := t.mod(touched, dir1)
+		if err != nil {
+			return err
+		}
+		p2, err := t.mod(touched, dir2)
+		if err != nil {
+			return err
+		}
+		if !isDir(p2.Mode) {
+			return ErrNotDir
+		}
+		s, err := t.mod(touched, src.Ino)
+		if err != nil {
+			return err
+		}
+		switch {
+		case flags&RenameExchange != 0:
+			if !exists {
+				return ErrNotFound
+			}
+			d, err := t.mod(touched, dst.Ino)
+			if err != nil {
+				return err
+			}
+			if dir1 != dir2 && isDir(s.Mode) != isDir(d.Mode) {
+				if isDir(s.Mode) {
+					p1.Nlink--
+					p2.Nlink++
+				} else {
+					p1.Nlink++
+					p2.Nlink--
+				}
+			}
+			src.Name, dst.Name = name2, name1
+			if err := t.putDirent(tx, dir2, src); err != nil {
+				return err
+			}
+			if err := t.putDirent(tx, dir1, dst); err != nil {
+				return err
+			}
+			s.Ctime, d.Ctime = now, now
+			p1.Mtime, p1.Ctime, p2.Mtime, p2.Ctime = now, now, now, now
+			return nil
+		case exists && flags&RenameNoReplace != 0:
+			return ErrExist
+		case exists && dst.Ino == src.Ino:
+			return nil // two links to one file: POSIX says do nothing
+		case exists:
+			if isDir(src.Mode) && !isDir(dst.Mode) {
+				return ErrNotDir
+			}
+			if !isDir(src.Mode) && isDir(dst.Mode) {
+				return ErrIsDir
+			}
+			if isDir(dst.Mode) {
+				if empty, err := t.isEmpty(tx, dst.Ino); err != nil {
+					return err
+				} else if !empty {
+					return ErrNotEmpty
+				}
+			}
+			rin, err = t.removeEntry(tx, touched, dir2, dst)
+			if err != nil {
+				return err
+			}
+			replaced = dst.Ino
+		}
+		if err := tx.Delete(t.direntKey(dir1, name1)); err != nil {
+			return err
+		}
+		src.Name = name2
+		if err := t.putDirent(tx, dir2, src); err != nil {
+			return err
+		}
+		if isDir(s.Mode) && dir1 != dir2 {
+			p1.Nlink--
+			p2.Nlink++
+		}
+		s.Ctime = now
+		p1.Mtime, p1.Ctime, p2.Mtime, p2.Ctime = now, now, now, now
+		return nil
+	})
+	if err != nil {
+		return 0, peerdrive.Inode{}, err
+	}
+	return replaced, rin, nil
+}
+
+// Orphans lists inodes with no links left, for purging after a crash.
+func (t *Tree) Orphans(ctx context.Context) ([]peerdrive.Ino, error) {
+	var out []peerdrive.Ino
+	err := t.db.View(func(tx *store.Txn) error {
+		return tx.Iterate([]byte{tagOrphan}, nil, false, func(k, _ []byte) (bool, error) {
+			if len(k) == 9 {
+				out = append(out, peerdrive.Ino(beUint64(k[1:])))
+			}
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+// Purge deletes the orphan ino: its record, chunk map, chunks no longer
+// referenced, and extended attributes. Purging an inode that still has links
+// is refused.
+func (t *Tree) Purge(ctx context.Context, ino peerdrive.Ino) error {
+	return t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		e, err := t.load(ino)
+		if errors.Is(err, ErrNotFound) {
+			return tx.Delete(inoKey(tagOrphan, ino))
+		}
+		if err != nil {
+			return err
+		}
+		if e.ino.Nlink > 0 {
+			return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
+		}
+		if err := t.dropChunks(tx, ino, 0); err != nil {
+			return err
+		}
+		var xkeys [][]byte
+		if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
+			xkeys = append(xkeys, append([]byte(nil), k...))
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range xkeys {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		if err := tx.Delete(inoKey(tagInode, ino)); err != nil {
+			return err
+		}
+		delete(t.cache, ino)
+		delete(touched, ino)
+		t.stats.Inodes--
+		return tx.Delete(inoKey(tagOrphan, ino))
+	})
+}

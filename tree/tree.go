@@ -1,0 +1,462 @@
+// Package tree is the drive's file tree: inodes, directory entries, chunk
+// maps and extended attributes, sealed with the drive's keys and kept in the
+// local store in atomic batches. It is the single authority on metadata; the
+// FUSE layer above it holds no metadata of its own.
+package tree
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// Sentinel errors; the FUSE layer maps each to one errno.
+var (
+	ErrNotFound = errors.New("no such entry")
+	ErrExist    = errors.New("entry exists")
+	ErrNotEmpty = errors.New("directory not empty")
+	ErrNotDir   = errors.New("not a directory")
+	ErrIsDir    = errors.New("is a directory")
+	ErrNoData   = errors.New("no such attribute")
+	ErrInvalid  = errors.New("invalid argument")
+	ErrWrongKey = errors.New("the drive key does not open this store")
+	ErrVersion  = errors.New("store has an unsupported format version")
+	// ErrCorrupt wraps store.ErrCorrupt: a record or chunk failed to verify.
+	ErrCorrupt = store.ErrCorrupt
+	// ErrNoSpace wraps store.ErrNoSpace.
+	ErrNoSpace = store.ErrNoSpace
+)
+
+// Key tags of the store's keyspace (docs/format.md, "Metadata records").
+const (
+	tagFormat  = 'V'
+	tagCheck   = 'K'
+	tagInode   = 'I'
+	tagDirent  = 'D'
+	tagMap     = 'M'
+	tagXattr   = 'X'
+	tagInfo    = 'R'
+	tagDedup   = 'H'
+	tagOrphan  = 'O'
+	tagNextIno = 'N'
+	tagStats   = 'S'
+)
+
+const inoBatch = 1024 // inode numbers reserved per write of the counter
+
+// Stats are drive-wide figures.
+type Stats struct {
+	Used   uint64 `cbor:"1,keyasint"` // plaintext bytes of distinct stored chunks
+	Stored uint64 `cbor:"2,keyasint"` // sealed bytes of distinct stored chunks
+	Chunks uint64 `cbor:"3,keyasint"`
+	Inodes uint64 `cbor:"4,keyasint"`
+}
+
+type formatRecord struct {
+	Version   int `cbor:"1,keyasint"`
+	ChunkSize int `cbor:"2,keyasint"`
+}
+
+type entry struct {
+	ino   peerdrive.Inode
+	dirty bool // changed in memory since last written
+}
+
+// Tree is an open file tree. It is safe for concurrent use.
+type Tree struct {
+	db   *store.DB
+	keys *crypto.Keys
+	log  *slog.Logger
+
+	mu     sync.RWMutex
+	cache  map[peerdrive.Ino]*entry
+	next   uint64 // next free inode number
+	limit  uint64 // numbers below limit are reserved on disk
+	stats  Stats
+	chunks *chunkCache
+	snap   func(peerdrive.Ino) // inside update: records an inode's value for rollback
+}
+
+// Options for Open.
+type Options struct {
+	RootUID, RootGID uint32 // owner of a new drive's root
+	Log              *slog.Logger
+	ChunkCacheBytes  int // decrypted chunks kept in memory (0: 64 MiB)
+}
+
+// Open opens the tree in db, creating an empty drive if db is empty. It
+// fails with ErrWrongKey if keys do not open the store.
+func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tree, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.ChunkCacheBytes == 0 {
+		o.ChunkCacheBytes = 64 << 20
+	}
+	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, chunks: newChunkCache(o.ChunkCacheBytes)}
+	var fresh bool
+	err := db.View(func(tx *store.Txn) error {
+		v, err := tx.Get([]byte{tagFormat})
+		if errors.Is(err, store.ErrNotFound) {
+			fresh = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var f formatRecord
+		if err := unmarshalPlain(v, &f); err != nil {
+			return fmt.Errorf("format record: %w", err)
+		}
+		if f.Version != peerdrive.FormatVersion || f.ChunkSize != peerdrive.ChunkSize {
+			return fmt.Errorf("%w: version %d, chunk size %d", ErrVersion, f.Version, f.ChunkSize)
+		}
+		check, err := tx.Get([]byte{tagCheck})
+		if err != nil {
+			return fmt.Errorf("check record: %w", err)
+		}
+		if _, err := keys.OpenRecord(nil, []byte{tagCheck}, check); err != nil {
+			return ErrWrongKey
+		}
+		return t.loadCounters(tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		if err := t.format(o); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func (t *Tree) format(o Options) error {
+	now := time.Now().UnixNano()
+	root := peerdrive.Inode{Mode: syscall.S_IFDIR | 0o755, UID: o.RootUID, GID: o.RootGID, Nlink: 2,
+		Atime: now, Mtime: now, Ctime: now, Btime: now}
+	t.next, t.limit = uint64(peerdrive.RootIno)+1, uint64(peerdrive.RootIno)+1
+	t.stats.Inodes = 1
+	return t.db.Update(0, func(tx *store.Txn) error {
+		f, err := marshalPlain(&formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize})
+		if err != nil {
+			return err
+		}
+		if err := tx.Set([]byte{tagFormat}, f); err != nil {
+			return err
+		}
+		if err := tx.Set([]byte{tagCheck}, t.keys.SealRecord(nil, []byte{tagCheck}, []byte("peerdrive"))); err != nil {
+			return err
+		}
+		t.cache[peerdrive.RootIno] = &entry{ino: root}
+		return t.writeInode(tx, peerdrive.RootIno)
+	})
+}
+
+func (t *Tree) loadCounters(tx *store.Txn) error {
+	v, err := tx.Get([]byte{tagNextIno})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		t.next = uint64(peerdrive.RootIno) + 1
+	case err != nil:
+		return err
+	case len(v) != 8:
+		return fmt.Errorf("inode counter: %w", ErrCorrupt)
+	default:
+		t.next = binary.BigEndian.Uint64(v)
+	}
+	t.limit = t.next
+	v, err = tx.Get([]byte{tagStats})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return t.openRecordInto([]byte{tagStats}, v, &t.stats)
+}
+
+// Stats returns the drive-wide figures.
+func (t *Tree) Stats() Stats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.stats
+}
+
+// --- keys ---
+
+func inoKey(tag byte, ino peerdrive.Ino) []byte {
+	k := make([]byte, 9)
+	k[0] = tag
+	binary.BigEndian.PutUint64(k[1:], uint64(ino))
+	return k
+}
+
+func (t *Tree) direntKey(dir peerdrive.Ino, name string) []byte {
+	h := t.keys.NameHash(uint64(dir), name)
+	return append(inoKey(tagDirent, dir), h[:]...)
+}
+
+func (t *Tree) xattrKey(ino peerdrive.Ino, name string) []byte {
+	h := t.keys.NameHash(uint64(ino), "xattr\x00"+name) // names never hold NUL: no clash with file names
+	return append(inoKey(tagXattr, ino), h[:]...)
+}
+
+func mapKey(ino peerdrive.Ino, idx int64) []byte {
+	k := make([]byte, 17)
+	k[0] = tagMap
+	binary.BigEndian.PutUint64(k[1:], uint64(ino))
+	binary.BigEndian.PutUint64(k[9:], uint64(idx))
+	return k
+}
+
+func idKey(tag byte, id [32]byte) []byte { return append([]byte{tag}, id[:]...) }
+
+// --- sealed records ---
+
+func (t *Tree) sealRecord(key []byte, r any) ([]byte, error) {
+	b, err := marshalAny(r)
+	if err != nil {
+		return nil, err
+	}
+	return t.keys.SealRecord(nil, key, b), nil
+}
+
+func (t *Tree) openRecordInto(key, sealed []byte, r any) error {
+	b, err := t.keys.OpenRecord(nil, key, sealed)
+	if err != nil {
+		return fmt.Errorf("record %x: %w: %v", key[:min(len(key), 9)], ErrCorrupt, err)
+	}
+	if err := unmarshalAny(b, r); err != nil {
+		return fmt.Errorf("record %x: %w: %v", key[:min(len(key), 9)], ErrCorrupt, err)
+	}
+	return nil
+}
+
+func (t *Tree) getRecord(tx *store.Txn, key []byte, r any) error {
+	v, err := tx.Get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return t.openRecordInto(key, v, r)
+}
+
+func (t *Tree) putRecord(tx *store.Txn, key []byte, r any) error {
+	v, err := t.sealRecord(key, r)
+	if err != nil {
+		return err
+	}
+	return tx.Set(key, v)
+}
+
+// --- inodes ---
+
+// Inode returns the attributes of ino.
+func (t *Tree) Inode(ctx context.Context, ino peerdrive.Ino) (peerdrive.Inode, error) {
+	t.mu.RLock()
+	e, ok := t.cache[ino]
+	var in peerdrive.Inode
+	if ok {
+		in = e.ino
+	}
+	t.mu.RUnlock()
+	if ok {
+		return in, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, err := t.load(ino)
+	if err != nil {
+		return peerdrive.Inode{}, err
+	}
+	return e.ino, nil
+}
+
+// load returns the cache entry of ino, reading it if needed. t.mu is held.
+func (t *Tree) load(ino peerdrive.Ino) (*entry, error) {
+	if e, ok := t.cache[ino]; ok {
+		return e, nil
+	}
+	var in peerdrive.Inode
+	err := t.db.View(func(tx *store.Txn) error { return t.getRecord(tx, inoKey(tagInode, ino), &in) })
+	if err != nil {
+		return nil, fmt.Errorf("inode %d: %w", ino, err)
+	}
+	if len(t.cache) >= maxCachedInodes {
+		t.evictClean()
+	}
+	e := &entry{ino: in}
+	t.cache[ino] = e
+	return e, nil
+}
+
+const maxCachedInodes = 1 << 18
+
+func (t *Tree) evictClean() {
+	n := 0
+	for ino, e := range t.cache { // map order is random: a cheap random eviction
+		if !e.dirty && ino != peerdrive.RootIno {
+			delete(t.cache, ino)
+			if n++; n >= maxCachedInodes/8 {
+				return
+			}
+		}
+	}
+}
+
+func (t *Tree) writeInode(tx *store.Txn, ino peerdrive.Ino) error {
+	e := t.cache[ino]
+	if err := t.putRecord(tx, inoKey(tagInode, ino), &e.ino); err != nil {
+		return err
+	}
+	e.dirty = false
+	return nil
+}
+
+// update runs fn under the write lock in one store transaction; need is the
+// number of bytes it adds. Inodes that fn marks in touched are written too.
+func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, touched map[peerdrive.Ino]bool) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// On failure nothing reached the store: reload the touched inodes.
+	touched := map[peerdrive.Ino]bool{}
+	saved := map[peerdrive.Ino]peerdrive.Inode{}
+	snapshot := func(ino peerdrive.Ino) {
+		if e, ok := t.cache[ino]; ok {
+			if _, done := saved[ino]; !done {
+				saved[ino] = e.ino
+			}
+		}
+	}
+	stats, next, limit := t.stats, t.next, t.limit
+	err := t.db.Update(need, func(tx *store.Txn) error {
+		t.snap = snapshot
+		defer func() { t.snap = nil }()
+		if err := fn(tx, touched); err != nil {
+			return err
+		}
+		for ino := range touched {
+			if _, ok := t.cache[ino]; ok { // purged inodes left the cache
+				if err := t.writeInode(tx, ino); err != nil {
+					return err
+				}
+			}
+		}
+		if t.stats != stats {
+			if err := t.putRecord(tx, []byte{tagStats}, &t.stats); err != nil {
+				return err
+			}
+		}
+		if t.limit != limit {
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], t.limit)
+			return tx.Set([]byte{tagNextIno}, b[:])
+		}
+		return nil
+	})
+	if err != nil {
+		for ino, in := range saved {
+			t.cache[ino].ino = in
+		}
+		for ino := range touched {
+			if _, ok := saved[ino]; !ok {
+				delete(t.cache, ino)
+			}
+		}
+		t.stats, t.next, t.limit = stats, next, limit
+	}
+	return err
+}
+
+// mod returns the cached entry of ino for changing inside update, recording
+// its old value for rollback.
+func (t *Tree) mod(touched map[peerdrive.Ino]bool, ino peerdrive.Ino) (*peerdrive.Inode, error) {
+	e, err := t.load(ino)
+	if err != nil {
+		return nil, err
+	}
+	if t.snap != nil {
+		t.snap(ino)
+	}
+	touched[ino] = true
+	return &e.ino, nil
+}
+
+func (t *Tree) allocIno() peerdrive.Ino {
+	ino := t.next
+	t.next++
+	if t.next > t.limit {
+		t.limit = t.next + inoBatch
+	}
+	return peerdrive.Ino(ino)
+}
+
+// SetAttr changes ino's attributes with fn and writes them.
+func (t *Tree) SetAttr(ctx context.Context, ino peerdrive.Ino, fn func(*peerdrive.Inode) error) (peerdrive.Inode, error) {
+	var out peerdrive.Inode
+	err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		in, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		if err := fn(in); err != nil {
+			return err
+		}
+		out = *in
+		return nil
+	})
+	return out, err
+}
+
+// Touch changes ino's attributes in memory only; they are written by the
+// next Flush, Sync or change of the inode. For the write path, where size
+// and times change on every call.
+func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.Inode, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, err := t.load(ino)
+	if err != nil {
+		return peerdrive.Inode{}, err
+	}
+	fn(&e.ino)
+	e.dirty = true
+	return e.ino, nil
+}
+
+// Flush writes every inode changed by Touch.
+func (t *Tree) Flush(ctx context.Context) error {
+	return t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		for ino, e := range t.cache {
+			if e.dirty {
+				touched[ino] = true
+			}
+		}
+		return nil
+	})
+}
+
+// Sync writes every change and makes it durable on disk.
+func (t *Tree) Sync(ctx context.Context) error {
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
+	return t.db.Sync()
+}
+
+// Now is the clock of the tree's timestamps.
+func Now() int64 { return time.Now().UnixNano() }

@@ -1,0 +1,85 @@
+package tree
+
+import (
+	"context"
+	"errors"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// Xattr flags, as setxattr(2).
+const (
+	XattrCreate  = 1
+	XattrReplace = 2
+)
+
+// GetXattr returns the value of attribute name of ino, or ErrNoData.
+func (t *Tree) GetXattr(ctx context.Context, ino peerdrive.Ino, name string) ([]byte, error) {
+	var x peerdrive.Xattr
+	err := t.db.View(func(tx *store.Txn) error { return t.getRecord(tx, t.xattrKey(ino, name), &x) })
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrNoData
+	}
+	if err != nil {
+		return nil, err
+	}
+	return x.Value, nil
+}
+
+// SetXattr sets attribute name of ino, honouring XattrCreate/XattrReplace.
+func (t *Tree) SetXattr(ctx context.Context, ino peerdrive.Ino, name string, value []byte, flags uint32) error {
+	return t.update(ctx, int64(len(value))+512, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		in, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		k := t.xattrKey(ino, name)
+		exists, err := tx.Has(k)
+		if err != nil {
+			return err
+		}
+		if exists && flags&XattrCreate != 0 {
+			return ErrExist
+		}
+		if !exists && flags&XattrReplace != 0 {
+			return ErrNoData
+		}
+		in.Ctime = Now()
+		return t.putRecord(tx, k, &peerdrive.Xattr{Name: name, Value: value})
+	})
+}
+
+// RemoveXattr deletes attribute name of ino, or returns ErrNoData.
+func (t *Tree) RemoveXattr(ctx context.Context, ino peerdrive.Ino, name string) error {
+	return t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		in, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		k := t.xattrKey(ino, name)
+		if ok, err := tx.Has(k); err != nil {
+			return err
+		} else if !ok {
+			return ErrNoData
+		}
+		in.Ctime = Now()
+		return tx.Delete(k)
+	})
+}
+
+// ListXattr returns the names of ino's attributes.
+func (t *Tree) ListXattr(ctx context.Context, ino peerdrive.Ino) ([]string, error) {
+	var names []string
+	err := t.db.View(func(tx *store.Txn) error {
+		return tx.Iterate(inoKey(tagXattr, ino), nil, true, func(k, v []byte) (bool, error) {
+			var x peerdrive.Xattr
+			if err := t.openRecordInto(k, v, &x); err != nil {
+				return false, err
+			}
+			names = append(names, x.Name)
+			return true, nil
+		})
+	})
+	return names, err
+}
