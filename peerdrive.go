@@ -125,3 +125,13 @@ func Unmarshal(b []byte, r any) error {
 	}
 	return nil
 }
+
+// ShardID names an erasure-coded shard stored on a peer: the BLAKE3-256 hash
+// of its bytes. Peers verify shards by it without any key.
+type ShardID [32]byte
+
+// String returns the ID in lowercase hex.
+func (id ShardID) String() string { return hex.EncodeToString(id[:]) }
+
+// Short returns the first 12 hex digits, for logs.
+func (id ShardID) Short() string { return hex.EncodeToString(id[:6]) }
