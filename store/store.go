@@ -269,6 +269,23 @@ func (t *Txn) Iterate(prefix, start []byte, values bool, fn func(key, value []by
 	return nil
 }
 
+// IterateSizes calls fn with every key with the given prefix and the size
+// of its value, without reading values. key is only valid during the call.
+func (t *Txn) IterateSizes(prefix []byte, fn func(key []byte, size int64) (bool, error)) error {
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	o.PrefetchValues = false
+	it := t.t.NewIterator(o)
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		more, err := fn(it.Item().Key(), it.Item().ValueSize())
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // chunkKey is where a sealed chunk lives: 'C' || id.
 func chunkKey(id peerdrive.ChunkID) []byte {
 	k := make([]byte, 1+len(id))
@@ -276,6 +293,9 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 	copy(k[1:], id[:])
 	return k
 }
+
+// ChunkKey is the store key of a sealed chunk: 'C' || id.
+func ChunkKey(id peerdrive.ChunkID) []byte { return chunkKey(id) }
 
 // PutChunk stores a sealed chunk in the transaction.
 func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error { return t.Set(chunkKey(id), sealed) }

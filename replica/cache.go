@@ -1,0 +1,137 @@
+package replica
+
+import (
+	"container/list"
+	"time"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// lru tracks the sealed chunks kept locally. Chunks waiting for upload are
+// pinned: counted, never evicted. Uploaded chunks are in LRU order.
+type lru struct {
+	order  *list.List // front: most recently used
+	m      map[peerdrive.ChunkID]*list.Element
+	size   int64 // bytes of evictable chunks
+	pinned int64 // bytes of chunks waiting for upload
+}
+
+type lruEntry struct {
+	id   peerdrive.ChunkID
+	size int64
+}
+
+func newLRU() *lru { return &lru{order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}} }
+
+func (c *lru) add(id peerdrive.ChunkID, size int64) {
+	if e, ok := c.m[id]; ok {
+		c.order.MoveToFront(e)
+		return
+	}
+	c.m[id] = c.order.PushFront(&lruEntry{id, size})
+	c.size += size
+}
+
+func (c *lru) addPinned(n int64) { c.pinned = max(0, c.pinned+n) }
+
+func (c *lru) touch(id peerdrive.ChunkID) {
+	if e, ok := c.m[id]; ok {
+		c.order.MoveToFront(e)
+	}
+}
+
+func (c *lru) remove(id peerdrive.ChunkID) bool {
+	e, ok := c.m[id]
+	if !ok {
+		return false
+	}
+	c.order.Remove(e)
+	delete(c.m, id)
+	c.size -= e.Value.(*lruEntry).size
+	return true
+}
+
+func (c *lru) has(id peerdrive.ChunkID) bool { _, ok := c.m[id]; return ok }
+
+// Full reports whether the cache holds more than its bound in chunks that
+// cannot be evicted yet: writers should wait for uploads (back-pressure).
+func (r *Replica) Full() bool {
+	if r.opts.CacheBytes <= 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cache.pinned > r.opts.CacheBytes
+}
+
+// WaitRoom blocks while the cache is full of chunks waiting for upload.
+func (r *Replica) WaitRoom(stop <-chan struct{}) {
+	for r.Full() {
+		r.kick()
+		select {
+		case <-stop:
+			return
+		case <-r.stop:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// evictLocked deletes the least recently used uploaded chunks until the
+// cache is within its bound. r.mu is held.
+func (r *Replica) evictLocked() {
+	if r.opts.CacheBytes <= 0 {
+		return
+	}
+	for r.cache.size+r.cache.pinned > r.opts.CacheBytes && r.cache.order.Len() > 0 {
+		var batch []*lruEntry
+		var freed int64
+		for e := r.cache.order.Back(); e != nil && len(batch) < 256; e = e.Prev() {
+			v := e.Value.(*lruEntry)
+			batch = append(batch, v)
+			freed += v.size
+			if r.cache.size+r.cache.pinned-freed <= r.opts.CacheBytes {
+				break
+			}
+		}
+		err := r.db.Update(0, func(tx *store.Txn) error {
+			for _, v := range batch {
+				if err := tx.DeleteChunk(v.id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			r.log.Warn("cache eviction failed", "err", err)
+			return
+		}
+		for _, v := range batch {
+			r.cache.remove(v.id)
+		}
+	}
+}
+
+// keeper evicts, and checks the health of placed segments, now and then.
+func (r *Replica) keeper() {
+	defer r.wg.Done()
+	r.mu.Lock()
+	r.evictLocked()
+	r.mu.Unlock()
+	r.checkHealth()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		r.evictLocked()
+		r.mu.Unlock()
+		r.checkHealth()
+	}
+}

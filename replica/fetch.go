@@ -1,0 +1,215 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
+	"github.com/peerdrive/peerdrive/segment"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// hedgeAfter is how long a shard request may take before another shard is
+// asked for as well.
+const hedgeAfter = 750 * time.Millisecond
+
+type fetchCall struct {
+	done chan struct{}
+	seg  []byte
+	rec  Segment
+	err  error
+}
+
+// Fetch returns the sealed bytes of chunk id from peers: it fetches any k
+// verified shards of the chunk's segment, rebuilds the segment, checks the
+// chunk's hash and puts the segment's live chunks back into the local cache.
+func (r *Replica) Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, error) {
+	var loc Location
+	err := r.db.View(func(tx *store.Txn) error {
+		v, err := tx.Get(idKey(tagLocation, id))
+		if err != nil {
+			return err
+		}
+		return peerdrive.Unmarshal(v, &loc)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("chunk %s: in no placed segment: %w", id.Short(), ErrUnavailable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s location: %w", id.Short(), err)
+	}
+	seg, rec, err := r.fetchSegment(ctx, loc.Seg)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id.Short(), err)
+	}
+	if int(loc.Off)+int(loc.Len) > len(seg) {
+		return nil, fmt.Errorf("chunk %s: location past segment %d end: %w", id.Short(), loc.Seg, store.ErrCorrupt)
+	}
+	b := seg[loc.Off : loc.Off+loc.Len]
+	if peerdrive.ChunkID(crypto.ContentID(b)) != id {
+		return nil, fmt.Errorf("chunk %s: rebuilt bytes do not match: %w", id.Short(), store.ErrCorrupt)
+	}
+	r.refill(seg, rec)
+	return append([]byte(nil), b...), nil
+}
+
+// fetchSegment rebuilds segment num, one fetch per segment at a time.
+func (r *Replica) fetchSegment(ctx context.Context, num uint64) ([]byte, Segment, error) {
+	r.fetchMu.Lock()
+	if c, ok := r.fetches[num]; ok {
+		r.fetchMu.Unlock()
+		select {
+		case <-c.done:
+			return c.seg, c.rec, c.err
+		case <-ctx.Done():
+			return nil, Segment{}, ctx.Err()
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	r.fetches[num] = c
+	r.fetchMu.Unlock()
+	c.seg, c.rec, c.err = r.doFetch(ctx, num)
+	close(c.done)
+	r.fetchMu.Lock()
+	delete(r.fetches, num)
+	r.fetchMu.Unlock()
+	return c.seg, c.rec, c.err
+}
+
+func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, error) {
+	var rec Segment
+	err := r.db.View(func(tx *store.Txn) error {
+		v, err := tx.Get(segKey(num))
+		if err != nil {
+			return err
+		}
+		return peerdrive.Unmarshal(v, &rec)
+	})
+	if err != nil {
+		return nil, rec, fmt.Errorf("segment %d record: %w", num, err)
+	}
+	p := rec.Params
+	if len(rec.Shards) != p.N() {
+		return nil, rec, fmt.Errorf("segment %d: %d shards for %d+%d: %w", num, len(rec.Shards), p.K, p.M, store.ErrCorrupt)
+	}
+	type result struct {
+		i    int
+		data []byte
+		err  error
+	}
+	results := make(chan result, p.N())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Ask the data shards first (no decoding needed), the parity shards as
+	// hedges when a request fails or is slow.
+	order := r.shardOrder(rec)
+	next := 0
+	launch := func() bool {
+		if next >= len(order) {
+			return false
+		}
+		i := order[next]
+		next++
+		go func() {
+			sctx, scancel := context.WithTimeout(ctx, r.opts.ShardTimeout)
+			defer scancel()
+			b, err := r.net.GetShard(sctx, peer.ID(rec.Shards[i].Peer), rec.Shards[i].ID)
+			results <- result{i, b, err}
+		}()
+		return true
+	}
+	for range p.K {
+		launch()
+	}
+	shards := make([][]byte, p.N())
+	have, outstanding := 0, p.K
+	var errs []error
+	hedge := time.NewTimer(hedgeAfter)
+	defer hedge.Stop()
+	for have < p.K {
+		if outstanding == 0 && !launch() {
+			return nil, rec, fmt.Errorf("segment %d: %w: %v", num, ErrUnavailable, errors.Join(errs...))
+		} else if outstanding == 0 {
+			outstanding++
+		}
+		select {
+		case <-ctx.Done():
+			return nil, rec, ctx.Err()
+		case <-hedge.C:
+			if launch() {
+				outstanding++
+			}
+			hedge.Reset(hedgeAfter)
+		case res := <-results:
+			outstanding--
+			if res.err != nil {
+				errs = append(errs, fmt.Errorf("shard %d: %w", res.i, res.err))
+				r.log.Debug("shard fetch failed", "segment", num, "shard", res.i, "peer", peer.ID(rec.Shards[res.i].Peer), "err", res.err)
+				if launch() {
+					outstanding++
+				}
+				continue
+			}
+			shards[res.i] = res.data
+			have++
+		}
+	}
+	seg, err := segment.Decode(p, shards, int(rec.Size))
+	if err != nil {
+		return nil, rec, fmt.Errorf("segment %d: %w", num, err)
+	}
+	return seg, rec, nil
+}
+
+// shardOrder lists the shards to ask for: data shards first, then parity,
+// shards on peers ranked better first within each group.
+func (r *Replica) shardOrder(rec Segment) []int {
+	connected := map[string]bool{}
+	for _, p := range r.net.StoragePeers() {
+		connected[string(p)] = true
+	}
+	var up, down []int
+	for i, s := range rec.Shards {
+		if connected[string(s.Peer)] {
+			up = append(up, i)
+		} else {
+			down = append(down, i)
+		}
+	}
+	return append(up, down...)
+}
+
+// refill puts the live chunks of a fetched segment back into the cache.
+func (r *Replica) refill(seg []byte, rec Segment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var put []ChunkLoc
+	err := r.db.Update(int64(len(seg)), func(tx *store.Txn) error {
+		for _, c := range rec.Chunks {
+			if r.cache.has(c.ID) {
+				continue
+			}
+			if ok, err := tx.Has(idKey(tagLocation, c.ID)); err != nil || !ok {
+				continue // deleted since
+			}
+			if err := tx.PutChunk(c.ID, seg[c.Off:c.Off+c.Len]); err != nil {
+				return err
+			}
+			put = append(put, c)
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Debug("cache refill skipped", "err", err)
+		return
+	}
+	for _, c := range put {
+		r.cache.add(c.ID, int64(c.Len))
+	}
+	r.evictLocked()
+}

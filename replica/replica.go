@@ -1,0 +1,315 @@
+// Package replica keeps the drive's chunks on peers: it packs chunks that
+// wait for upload into segments, erasure-codes them and places the shards on
+// distinct peers; it fetches chunks back from any k shards when the local
+// cache no longer has them; and it bounds the local cache. It moves only
+// ciphertext and never imports fs.
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/segment"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// Network is what replica needs of the peer network (net.Node implements it).
+type Network interface {
+	// StoragePeers are the connected peers that store shards.
+	StoragePeers() []peer.ID
+	// RankPeers orders peers best first (healthy, free space, low latency).
+	RankPeers(ps []peer.ID) []peer.ID
+	PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) error
+	// GetShard returns the shard's bytes, verified against id.
+	GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, error)
+}
+
+// Errors callers branch on.
+var (
+	// ErrUnavailable: too few shards of a chunk's segment could be fetched.
+	ErrUnavailable = errors.New("chunk unavailable: too few shards reachable")
+	ErrNoPeers     = errors.New("no storage peers")
+)
+
+// Key tags (docs/format.md, "Replication records").
+const (
+	tagQueue    = 'U' // 'U' || chunk ID: chunk waiting for upload (written by tree)
+	tagLocation = 'L' // 'L' || chunk ID -> Location
+	tagSegment  = 'G' // 'G' || segment number (8 bytes) -> Segment
+	tagCounter  = 'Z' // 'Z' "seg" -> next segment number
+)
+
+// Location is where a chunk's sealed bytes are inside a segment.
+type Location struct {
+	Seg uint64 `cbor:"1,keyasint"`
+	Off uint32 `cbor:"2,keyasint"`
+	Len uint32 `cbor:"3,keyasint"`
+}
+
+// ShardLoc is one placed shard.
+type ShardLoc struct {
+	ID   peerdrive.ShardID `cbor:"1,keyasint"`
+	Peer []byte            `cbor:"2,keyasint"` // libp2p peer ID, binary form
+}
+
+// ChunkLoc lists a chunk inside a segment.
+type ChunkLoc struct {
+	ID  peerdrive.ChunkID `cbor:"1,keyasint"`
+	Off uint32            `cbor:"2,keyasint"`
+	Len uint32            `cbor:"3,keyasint"`
+}
+
+// Segment is the record of a placed segment.
+type Segment struct {
+	Params segment.Params `cbor:"1,keyasint"`
+	Size   uint32         `cbor:"2,keyasint"`
+	Shards []ShardLoc     `cbor:"3,keyasint"`
+	Chunks []ChunkLoc     `cbor:"4,keyasint"`
+	Time   int64          `cbor:"5,keyasint"`
+}
+
+func segKey(n uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = tagSegment
+	binary.BigEndian.PutUint64(k[1:], n)
+	return k
+}
+
+func idKey(tag byte, id peerdrive.ChunkID) []byte { return append([]byte{tag}, id[:]...) }
+
+// QueueKey is the key tree writes when it stores a new chunk, in the same
+// transaction, so that no chunk is ever committed without being queued.
+func QueueKey(id peerdrive.ChunkID) []byte { return idKey(tagQueue, id) }
+
+// Options of a Replica.
+type Options struct {
+	Params     segment.Params
+	CacheBytes int64         // bound of sealed chunk bytes kept locally (0: no bound)
+	PackDelay  time.Duration // how long a partial segment waits for more chunks (0: 1 s)
+	Log        *slog.Logger
+	// ShardTimeout bounds one shard transfer (0: 60 s).
+	ShardTimeout time.Duration
+}
+
+// Replica runs replication for one drive.
+type Replica struct {
+	db   *store.DB
+	net  Network
+	opts Options
+	log  *slog.Logger
+
+	wake   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	ctx    context.Context
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	pending   int64 // sealed bytes waiting for upload
+	inflight  map[peerdrive.ChunkID]bool
+	flushReq  bool
+	lastErr   error
+	health    Health
+	nextSeg   uint64
+	cache     *lru
+	fetchMu   sync.Mutex
+	fetches   map[uint64]*fetchCall
+	firstSeen map[peerdrive.ChunkID]time.Time
+}
+
+// New returns a Replica over db. Call Start to run it.
+func New(db *store.DB, n Network, o Options) (*Replica, error) {
+	if o.PackDelay == 0 {
+		o.PackDelay = time.Second
+	}
+	if o.ShardTimeout == 0 {
+		o.ShardTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Params.K == 0 {
+		o.Params = segment.Params{K: 12, M: 4}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replica{
+		db: db, net: n, opts: o, log: o.Log,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		ctx: ctx, cancel: cancel,
+		inflight: map[peerdrive.ChunkID]bool{}, fetches: map[uint64]*fetchCall{},
+		firstSeen: map[peerdrive.ChunkID]time.Time{},
+		cache:     newLRU(),
+	}
+	r.cond = sync.NewCond(&r.mu)
+	if err := r.load(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return r, nil
+}
+
+// load reads the segment counter and sizes up the cache.
+func (r *Replica) load() error {
+	return r.db.View(func(tx *store.Txn) error {
+		v, err := tx.Get([]byte{tagCounter, 's', 'e', 'g'})
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case len(v) == 8:
+			r.nextSeg = binary.BigEndian.Uint64(v)
+		default:
+			return fmt.Errorf("segment counter: %w", store.ErrCorrupt)
+		}
+		queued := map[peerdrive.ChunkID]bool{}
+		if err := tx.Iterate([]byte{tagQueue}, nil, true, func(k, v []byte) (bool, error) {
+			var id peerdrive.ChunkID
+			copy(id[:], k[1:])
+			queued[id] = true
+			if len(v) == 4 {
+				r.pending += int64(binary.BigEndian.Uint32(v))
+			}
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		return tx.IterateSizes([]byte{'C'}, func(k []byte, size int64) (bool, error) {
+			var id peerdrive.ChunkID
+			copy(id[:], k[1:])
+			if queued[id] {
+				r.cache.addPinned(size)
+			} else {
+				r.cache.add(id, size)
+			}
+			return true, nil
+		})
+	})
+}
+
+// Start runs the uploader and the cache keeper.
+func (r *Replica) Start() {
+	r.wg.Add(2)
+	go r.uploader()
+	go r.keeper()
+}
+
+// Close stops background work; queued chunks stay queued for next time.
+func (r *Replica) Close() {
+	r.cancel()
+	close(r.stop)
+	r.mu.Lock()
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// Queued tells the uploader that new chunks wait (tree calls it after a
+// commit). sealedBytes is their size.
+func (r *Replica) Queued(sealedBytes int64) {
+	r.mu.Lock()
+	r.pending += sealedBytes
+	r.cache.addPinned(sealedBytes)
+	r.mu.Unlock()
+	r.kick()
+}
+
+func (r *Replica) kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Dropped tells the replica that a chunk was deleted locally (tree calls it
+// after the transaction that deleted the chunk's last reference).
+func (r *Replica) Dropped(id peerdrive.ChunkID, sealedBytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.cache.remove(id) { // not uploaded yet: it was pinned and queued
+		r.cache.addPinned(-sealedBytes)
+		r.pending -= sealedBytes
+	}
+}
+
+// Accessed marks a chunk as recently used.
+func (r *Replica) Accessed(id peerdrive.ChunkID) {
+	r.mu.Lock()
+	r.cache.touch(id)
+	r.mu.Unlock()
+}
+
+// Stats are replication figures for status.
+type Stats struct {
+	PendingBytes int64
+	CachedBytes  int64
+	Health
+}
+
+// Stats returns the current figures.
+func (r *Replica) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Stats{PendingBytes: r.pending, CachedBytes: r.cache.size + r.cache.pinned, Health: r.health}
+}
+
+// Sync waits until every chunk queued so far is placed at full redundancy,
+// calling progress with the bytes still pending now and then.
+func (r *Replica) Sync(ctx context.Context, progress func(pending int64)) error {
+	stop := context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushReq = true
+	r.kick()
+	last := time.Time{}
+	for r.pending > 0 || len(r.inflight) > 0 {
+		if err := ctx.Err(); err != nil {
+			if r.lastErr != nil {
+				return fmt.Errorf("%w (last upload error: %v)", err, r.lastErr)
+			}
+			return err
+		}
+		select {
+		case <-r.stop:
+			return errors.New("replica stopped")
+		default:
+		}
+		if progress != nil && time.Since(last) > 500*time.Millisecond {
+			p := r.pending
+			r.mu.Unlock()
+			progress(p)
+			r.mu.Lock()
+			last = time.Now()
+		}
+		r.flushReq = true
+		waitCond(r.cond, 500*time.Millisecond)
+	}
+	if progress != nil {
+		progress(0)
+	}
+	return nil
+}
+
+// waitCond waits on c (whose lock is held) for at most d.
+func waitCond(c *sync.Cond, d time.Duration) {
+	t := time.AfterFunc(d, func() {
+		c.L.Lock()
+		c.Broadcast()
+		c.L.Unlock()
+	})
+	c.Wait()
+	t.Stop()
+}

@@ -1,0 +1,201 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
+	"github.com/peerdrive/peerdrive/segment"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// memNet is an in-memory peer network for unit tests; the integration
+// tests run the real libp2p one.
+type memNet struct {
+	mu    sync.Mutex
+	peers map[peer.ID]map[peerdrive.ShardID][]byte
+	down  map[peer.ID]bool
+	liar  map[peer.ID]bool
+	puts  int
+}
+
+func newMemNet(n int) *memNet {
+	m := &memNet{peers: map[peer.ID]map[peerdrive.ShardID][]byte{}, down: map[peer.ID]bool{}, liar: map[peer.ID]bool{}}
+	for i := range n {
+		m.peers[peer.ID(fmt.Sprintf("peer-%02d", i))] = map[peerdrive.ShardID][]byte{}
+	}
+	return m
+}
+
+func (m *memNet) StoragePeers() []peer.ID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []peer.ID
+	for p := range m.peers {
+		if !m.down[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (m *memNet) RankPeers(ps []peer.ID) []peer.ID { return ps }
+
+func (m *memNet) PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down[p] {
+		return errors.New("peer down")
+	}
+	m.peers[p][id] = append([]byte(nil), data...)
+	m.puts++
+	return nil
+}
+
+func (m *memNet) GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down[p] {
+		return nil, errors.New("peer down")
+	}
+	b, ok := m.peers[p][id]
+	if !ok {
+		return nil, errors.New("not found")
+	}
+	b = append([]byte(nil), b...)
+	if m.liar[p] {
+		b[0] ^= 1
+	}
+	if peerdrive.ShardID(crypto.ContentID(b)) != id {
+		return nil, errors.New("bad shard") // the real client verifies too
+	}
+	return b, nil
+}
+
+// putChunks stores sealed chunks and queues them, as tree does.
+func putChunks(t *testing.T, db *store.DB, r *Replica, n, size int) map[peerdrive.ChunkID][]byte {
+	t.Helper()
+	out := map[peerdrive.ChunkID][]byte{}
+	for range n {
+		b := make([]byte, size)
+		rand.Read(b)
+		id := peerdrive.ChunkID(crypto.ContentID(b))
+		out[id] = b
+		err := db.Update(int64(size), func(tx *store.Txn) error {
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], uint32(size))
+			if err := tx.PutChunk(id, b); err != nil {
+				return err
+			}
+			return tx.Set(QueueKey(id), v[:])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Queued(int64(size))
+	}
+	return out
+}
+
+func newTestReplica(t *testing.T, net Network, cache int64) (*store.DB, *Replica) {
+	t.Helper()
+	db, err := store.Open(t.TempDir(), store.Options{Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(db, net, Options{Params: segment.Params{K: 4, M: 2}, CacheBytes: cache, PackDelay: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(func() { r.Close(); db.Close() })
+	return db, r
+}
+
+func TestUploadEvictFetch(t *testing.T) {
+	net := newMemNet(6)
+	db, r := newTestReplica(t, net, 1<<20)
+	chunks := putChunks(t, db, r, 40, 100<<10) // 4 MB: many segments, small chunks packed
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Sync(ctx, nil); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	st := r.Stats()
+	if st.PendingBytes != 0 {
+		t.Fatalf("pending after sync = %d", st.PendingBytes)
+	}
+	if st.CachedBytes > 1<<20 {
+		t.Fatalf("cache holds %d bytes, bound 1 MiB", st.CachedBytes)
+	}
+	// Shards spread over distinct peers: 6 shards per segment on 6 peers.
+	for p, m := range net.peers {
+		if len(m) == 0 {
+			t.Fatalf("peer %s holds no shard", p)
+		}
+	}
+	// Two peers down, one lying: still k=4 good shards of 6? 6-2-1=3 < 4, so
+	// only two faults at a time: one down, one lying.
+	ps := net.StoragePeers()
+	net.down[ps[0]] = true
+	net.liar[ps[1]] = true
+	for id, want := range chunks {
+		got, err := r.Fetch(ctx, id)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Fetch %s: %v (equal %v)", id.Short(), err, bytes.Equal(got, want))
+		}
+	}
+	// Three bad peers: data is unavailable, never wrong.
+	net.down[ps[2]] = true
+	r.mu.Lock()
+	r.opts.CacheBytes = 1 // evict everything
+	r.evictLocked()
+	r.mu.Unlock()
+	for id := range chunks {
+		if _, err := r.Fetch(ctx, id); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Fetch with 3 of 6 shards bad = %v, want ErrUnavailable", err)
+		}
+		break
+	}
+}
+
+func TestNoPeersKeepsQueue(t *testing.T) {
+	net := newMemNet(0)
+	db, r := newTestReplica(t, net, 0)
+	putChunks(t, db, r, 3, 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := r.Sync(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync with no peers = %v, want deadline", err)
+	}
+	if r.Stats().PendingBytes != 3000 {
+		t.Fatalf("pending = %d, want 3000", r.Stats().PendingBytes)
+	}
+}
+
+func TestTolerated(t *testing.T) {
+	for _, tc := range []struct {
+		per  map[string]int
+		n, k int
+		want int
+	}{
+		{map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1}, 6, 4, 2},
+		{map[string]int{"a": 2, "b": 2, "c": 2}, 6, 4, 1},
+		{map[string]int{"a": 6}, 6, 4, 0},
+		{map[string]int{"a": 4, "b": 4, "c": 4, "d": 4}, 16, 12, 1},
+	} {
+		if got := tolerated(tc.per, tc.n, tc.k); got != tc.want {
+			t.Errorf("tolerated(%v, %d, %d) = %d, want %d", tc.per, tc.n, tc.k, got, tc.want)
+		}
+	}
+}

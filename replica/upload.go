@@ -1,0 +1,344 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/segment"
+	"github.com/peerdrive/peerdrive/store"
+)
+
+// maxSegmentsInFlight is how many segments are encoded and sent at once.
+const maxSegmentsInFlight = 3
+
+type queued struct {
+	id   peerdrive.ChunkID
+	size int64
+}
+
+// uploader packs queued chunks into segments and places them, until Close.
+func (r *Replica) uploader() {
+	defer r.wg.Done()
+	backoff := time.Duration(0)
+	sem := make(chan struct{}, maxSegmentsInFlight)
+	var segWG sync.WaitGroup
+	defer segWG.Wait()
+	for {
+		var timer <-chan time.Time
+		if backoff > 0 {
+			timer = time.After(backoff)
+		} else {
+			timer = time.After(r.opts.PackDelay / 2)
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-r.wake:
+		case <-timer:
+		}
+		batches, err := r.nextBatches()
+		if err != nil {
+			r.log.Error("upload queue unreadable", "err", err)
+			continue
+		}
+		if len(batches) > 0 && len(r.net.StoragePeers()) == 0 {
+			r.setErr(ErrNoPeers)
+			backoff = nextBackoff(backoff)
+			continue
+		}
+		failed := false
+		var fmu sync.Mutex
+		for _, b := range batches {
+			select {
+			case sem <- struct{}{}:
+			case <-r.stop:
+				return
+			}
+			segWG.Add(1)
+			go func(b []queued) {
+				defer segWG.Done()
+				defer func() { <-sem }()
+				if err := r.uploadSegment(r.ctx, b); err != nil {
+					if r.ctx.Err() == nil {
+						r.log.Warn("segment upload failed; will retry", "chunks", len(b), "err", err)
+					}
+					r.setErr(err)
+					fmu.Lock()
+					failed = true
+					fmu.Unlock()
+				}
+				r.mu.Lock()
+				for _, q := range b {
+					delete(r.inflight, q.id)
+				}
+				r.cond.Broadcast()
+				r.mu.Unlock()
+				r.kick()
+			}(b)
+		}
+		fmu.Lock()
+		f := failed
+		fmu.Unlock()
+		if f {
+			backoff = nextBackoff(backoff)
+		} else if len(batches) > 0 {
+			backoff = 0
+		}
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 500 * time.Millisecond
+	}
+	return min(2*d, 30*time.Second)
+}
+
+func (r *Replica) setErr(err error) {
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+}
+
+// nextBatches reads the queue and cuts the chunks not already in flight
+// into segment-sized batches. A last partial batch waits for more chunks
+// unless its oldest chunk waited PackDelay or a sync asked for everything.
+func (r *Replica) nextBatches() ([][]queued, error) {
+	var all []queued
+	var total int64
+	err := r.db.View(func(tx *store.Txn) error {
+		return tx.Iterate([]byte{tagQueue}, nil, true, func(k, v []byte) (bool, error) {
+			var q queued
+			copy(q.id[:], k[1:])
+			if len(v) == 4 {
+				q.size = int64(binary.BigEndian.Uint32(v))
+			}
+			total += q.size
+			all = append(all, q)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = total
+	now := time.Now()
+	var fresh []queued
+	oldest := now
+	seen := make(map[peerdrive.ChunkID]bool, len(all))
+	for _, q := range all {
+		seen[q.id] = true
+		t, ok := r.firstSeen[q.id]
+		if !ok {
+			t = now
+			r.firstSeen[q.id] = t
+		}
+		if r.inflight[q.id] {
+			continue
+		}
+		if t.Before(oldest) {
+			oldest = t
+		}
+		fresh = append(fresh, q)
+	}
+	for id := range r.firstSeen {
+		if !seen[id] {
+			delete(r.firstSeen, id)
+		}
+	}
+	flush := r.flushReq || now.Sub(oldest) >= r.opts.PackDelay
+	var batches [][]queued
+	var cur []queued
+	var size int64
+	for _, q := range fresh {
+		cur = append(cur, q)
+		size += q.size
+		if size >= segment.TargetSize {
+			batches = append(batches, cur)
+			cur, size = nil, 0
+		}
+	}
+	if len(cur) > 0 && flush {
+		batches = append(batches, cur)
+	}
+	if len(cur) == 0 || flush {
+		r.flushReq = false
+	}
+	for _, b := range batches {
+		for _, q := range b {
+			r.inflight[q.id] = true
+		}
+	}
+	return batches, nil
+}
+
+// uploadSegment packs the chunks of b, erasure-codes them, places every
+// shard and records the placement.
+func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
+	var seg []byte
+	var chunks []ChunkLoc
+	err := r.db.View(func(tx *store.Txn) error {
+		for _, q := range b {
+			v, err := tx.Get(store.ChunkKey(q.id))
+			if errors.Is(err, store.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			chunks = append(chunks, ChunkLoc{ID: q.id, Off: uint32(len(seg)), Len: uint32(len(v))})
+			seg = append(seg, v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(chunks) == 0 {
+		return nil
+	}
+	p := r.opts.Params
+	enc, err := segment.Encode(p, seg)
+	if err != nil {
+		return err
+	}
+	placed, err := r.place(ctx, enc)
+	if err != nil {
+		return err
+	}
+	rec := Segment{Params: p, Size: uint32(len(seg)), Shards: placed, Chunks: chunks, Time: time.Now().Unix()}
+	return r.commitSegment(rec)
+}
+
+// place sends every shard to a peer: distinct peers while there are enough,
+// else spread evenly. A failed shard is retried on the next best peer.
+func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, error) {
+	peers := r.net.RankPeers(r.net.StoragePeers())
+	if len(peers) == 0 {
+		return nil, ErrNoPeers
+	}
+	n := len(enc.Shards)
+	out := make([]ShardLoc, n)
+	errs := make([]error, n)
+	var mu sync.Mutex
+	load := map[peer.ID]int{} // shards of this segment per peer
+	pick := func(exclude map[peer.ID]bool) (peer.ID, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		best, bestLoad := peer.ID(""), int(^uint(0)>>1)
+		for _, p := range peers { // ranked: the first with the least load wins
+			if exclude[p] {
+				continue
+			}
+			if load[p] < bestLoad {
+				best, bestLoad = p, load[p]
+			}
+		}
+		if best == "" {
+			return "", false
+		}
+		load[best]++
+		return best, true
+	}
+	var wg sync.WaitGroup
+	for i := range enc.Shards {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			tried := map[peer.ID]bool{}
+			for attempt := 0; attempt < 4; attempt++ {
+				p, ok := pick(tried)
+				if !ok {
+					break
+				}
+				tried[p] = true
+				sctx, cancel := context.WithTimeout(ctx, r.opts.ShardTimeout)
+				err := r.net.PutShard(sctx, p, enc.IDs[i], enc.Shards[i])
+				cancel()
+				if err == nil {
+					out[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p)}
+					errs[i] = nil
+					return
+				}
+				mu.Lock()
+				load[p]--
+				mu.Unlock()
+				errs[i] = fmt.Errorf("shard %d to %s: %w", i, p.ShortString(), err)
+				if ctx.Err() != nil {
+					return
+				}
+			}
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("shard %d: %w", i, ErrNoPeers)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// commitSegment records a placed segment and takes its chunks off the
+// queue, in one transaction; the chunks become evictable.
+func (r *Replica) commitSegment(rec Segment) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	num := r.nextSeg
+	var moved []ChunkLoc
+	err := r.db.Update(0, func(tx *store.Txn) error {
+		v, err := peerdrive.Marshal(&rec)
+		if err != nil {
+			return err
+		}
+		if err := tx.Set(segKey(num), v); err != nil {
+			return err
+		}
+		for _, c := range rec.Chunks {
+			ok, err := tx.Has(QueueKey(c.ID))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue // deleted meanwhile
+			}
+			lv, err := peerdrive.Marshal(&Location{Seg: num, Off: c.Off, Len: c.Len})
+			if err != nil {
+				return err
+			}
+			if err := tx.Set(idKey(tagLocation, c.ID), lv); err != nil {
+				return err
+			}
+			if err := tx.Delete(QueueKey(c.ID)); err != nil {
+				return err
+			}
+			moved = append(moved, c)
+		}
+		var cb [8]byte
+		binary.BigEndian.PutUint64(cb[:], num+1)
+		return tx.Set([]byte{tagCounter, 's', 'e', 'g'}, cb[:])
+	})
+	if err != nil {
+		return err
+	}
+	r.nextSeg = num + 1
+	for _, c := range moved {
+		r.cache.addPinned(-int64(c.Len))
+		r.pending -= int64(c.Len)
+		r.cache.add(c.ID, int64(c.Len))
+	}
+	r.lastErr = nil
+	r.cond.Broadcast()
+	r.evictLocked()
+	return nil
+}
