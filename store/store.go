@@ -35,10 +35,11 @@ const (
 	memTableSize   = 16 << 20
 	numMemtables   = 2
 	// Reserve is the free space the home's disk must keep: badger writes
-	// through mmap'd, sparsely allocated files, and a write into a hole on a
-	// full disk is a SIGBUS, not an error. Refusing writes early turns a full
-	// disk into ENOSPC for the writer.
-	Reserve = 2*vlogFileSize + numMemtables*memTableSize + 32<<20
+	// through mmap'd, sparsely allocated files (value logs of 2×vlogFileSize,
+	// memtable logs of 2×memTableSize each, tables during compaction), and a
+	// write into a hole on a full disk is a SIGBUS, not an error. Refusing
+	// writes early turns a full disk into ENOSPC for the writer.
+	Reserve = 2*vlogFileSize + 2*numMemtables*memTableSize + 64<<20
 )
 
 // DB is an open store.
@@ -174,6 +175,17 @@ func (db *DB) CheckSpace(need int64) error {
 	return nil
 }
 
+func (db *DB) checkFloor() error {
+	_, avail, err := db.Space()
+	if err != nil {
+		return err
+	}
+	if int64(avail) < db.reserve/2 {
+		return fmt.Errorf("%s: %d bytes free: %w", db.dir, avail, ErrNoSpace)
+	}
+	return nil
+}
+
 // Txn is a read or read-write transaction over byte keys.
 type Txn struct {
 	t *badger.Txn
@@ -187,9 +199,15 @@ func (db *DB) View(fn func(*Txn) error) error {
 // Update runs fn in a read-write transaction and commits it atomically.
 // Writes are durable after the next Sync. need is the number of bytes the
 // transaction is about to add; it is refused with ErrNoSpace if the disk is
-// too full for them.
+// too full for them. Transactions that add nothing (need 0: deletes,
+// renames) may dip into half of the reserve, so that a full drive can still
+// be cleaned up.
 func (db *DB) Update(need int64, fn func(*Txn) error) error {
-	if err := db.CheckSpace(need); err != nil {
+	if need > 0 {
+		if err := db.CheckSpace(need); err != nil {
+			return err
+		}
+	} else if err := db.checkFloor(); err != nil {
 		return err
 	}
 	err := db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t}) })
