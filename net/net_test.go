@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -121,18 +122,36 @@ func TestNodeIDMatchesKey(t *testing.T) {
 		t.Fatalf("node ID %s / host ID %s, want %s", n.ID(), n.Host().ID(), id)
 	}
 
-	// Relay is off (libp2p.New would otherwise add a /p2p-circuit listener
-	// and the circuit stop protocol); ping is on.
-	if la := n.Host().Network().ListenAddresses(); len(la) != 1 {
-		t.Errorf("listen addresses %v, want just the TCP one", la)
+	// The relay client is on (a /p2p-circuit listener and the circuit stop
+	// protocol), the relay service is not (it starts only once AutoNAT finds
+	// the node public); ping and PeerDrive's DHT are served, not IPFS's.
+	la := n.Host().Network().ListenAddresses()
+	var circuit, tcp int
+	for _, a := range la {
+		switch {
+		case a.String() == "/p2p-circuit":
+			circuit++
+		case strings.HasPrefix(a.String(), "/ip4/127.0.0.1/tcp/"):
+			tcp++
+		}
+	}
+	if len(la) != 2 || circuit != 1 || tcp != 1 {
+		t.Errorf("listen addresses %v, want the TCP one and /p2p-circuit", la)
 	}
 	protos := n.Host().Mux().Protocols()
-	if !slices.Contains(protos, ping.ID) {
-		t.Errorf("ping protocol not served: %v", protos)
+	for _, want := range []protocol.ID{ping.ID, "/peerdrive/kad/1.0.0", "/libp2p/circuit/relay/0.2.0/stop"} {
+		if !slices.Contains(protos, want) {
+			t.Errorf("protocol %s not served: %v", want, protos)
+		}
 	}
 	for _, p := range protos {
-		if strings.Contains(string(p), "circuit") {
-			t.Errorf("relay protocol %s served", p)
+		if strings.Contains(string(p), "/hop") || strings.HasPrefix(string(p), "/ipfs/kad/") {
+			t.Errorf("protocol %s served", p)
+		}
+	}
+	for _, a := range n.Addrs() {
+		if strings.Contains(a, "circuit") {
+			t.Errorf("Addrs() has relay address %s", a)
 		}
 	}
 }

@@ -49,7 +49,7 @@ func (r *Replica) checkHealth() {
 					continue
 				}
 				live++
-				if has, _ := tx.Has(store.ChunkKey(c.ID)); has {
+				if has, _ := tx.HasChunk(c.ID); has {
 					local++
 				}
 			}

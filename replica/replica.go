@@ -182,9 +182,7 @@ func (r *Replica) load() error {
 		}); err != nil {
 			return err
 		}
-		return tx.IterateSizes([]byte{'C'}, func(k []byte, size int64) (bool, error) {
-			var id peerdrive.ChunkID
-			copy(id[:], k[1:])
+		return tx.IterateChunks(func(id peerdrive.ChunkID, size int64) (bool, error) {
 			if queued[id] {
 				r.cache.addPinned(size)
 			} else {
@@ -251,6 +249,7 @@ func (r *Replica) Accessed(id peerdrive.ChunkID) {
 type Stats struct {
 	PendingBytes int64
 	CachedBytes  int64
+	LastErr      error // the last upload failure, until an upload succeeds
 	Health
 }
 
@@ -258,7 +257,7 @@ type Stats struct {
 func (r *Replica) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{PendingBytes: r.pending, CachedBytes: r.cache.size + r.cache.pinned, Health: r.health}
+	return Stats{PendingBytes: r.pending, CachedBytes: r.cache.size + r.cache.pinned, LastErr: r.lastErr, Health: r.health}
 }
 
 // Sync waits until every chunk queued so far is placed at full redundancy,

@@ -188,7 +188,7 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 	var chunks []ChunkLoc
 	err := r.db.View(func(tx *store.Txn) error {
 		for _, q := range b {
-			v, err := tx.Get(store.ChunkKey(q.id))
+			v, err := tx.GetChunk(q.id)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // deleted meanwhile
 			}

@@ -30,8 +30,8 @@ var (
 
 // Badger tuning: see docs/format.md ("Local store") for why.
 const (
-	valueThreshold = 1 << 10  // chunks go to the value log, metadata stays in the LSM tree
-	vlogFileSize   = 64 << 20 // badger maps twice this, sparsely; it bounds the free-space reserve
+	valueThreshold = 64 << 10 // large xattrs go to the value log; chunks live in packs
+	vlogFileSize   = 16 << 20 // badger maps twice this, sparsely; it bounds the free-space reserve
 	memTableSize   = 16 << 20
 	numMemtables   = 2
 	// Reserve is the free space the home's disk must keep: badger writes
@@ -44,11 +44,12 @@ const (
 
 // DB is an open store.
 type DB struct {
-	bdb  *badger.DB
-	lock *os.File
-	dir  string
-	stop chan struct{}
-	wg   sync.WaitGroup
+	bdb   *badger.DB
+	packs *packs
+	lock  *os.File
+	dir   string
+	stop  chan struct{}
+	wg    sync.WaitGroup
 
 	reserve int64 // free space kept on the disk
 }
@@ -101,7 +102,13 @@ func Open(dir string, o Options) (*DB, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	db := &DB{bdb: bdb, lock: lock, dir: dir, stop: make(chan struct{}), reserve: Reserve}
+	pk, err := openPacks(dir)
+	if err != nil {
+		bdb.Close()
+		lock.Close()
+		return nil, err
+	}
+	db := &DB{bdb: bdb, packs: pk, lock: lock, dir: dir, stop: make(chan struct{}), reserve: Reserve}
 	if o.Reserve != 0 {
 		db.reserve = o.Reserve
 	}
@@ -116,7 +123,7 @@ func Open(dir string, o Options) (*DB, error) {
 func (db *DB) Close() error {
 	close(db.stop)
 	db.wg.Wait()
-	err := db.bdb.Close()
+	err := errors.Join(db.packs.sync(), db.bdb.Close(), db.packs.close())
 	db.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", db.dir, err)
@@ -124,8 +131,12 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// Sync makes every write so far durable on disk.
+// Sync makes every write so far durable on disk: the packs first, so that
+// no durable record points at bytes that are not.
 func (db *DB) Sync() error {
+	if err := db.packs.sync(); err != nil {
+		return err
+	}
 	if err := db.bdb.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", db.dir, err)
 	}
@@ -188,12 +199,14 @@ func (db *DB) checkFloor() error {
 
 // Txn is a read or read-write transaction over byte keys.
 type Txn struct {
-	t *badger.Txn
+	t       *badger.Txn
+	db      *DB
+	punches []chunkLoc // chunk bytes to free once the transaction commits
 }
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Txn) error) error {
-	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t}) })
+	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t: t, db: db}) })
 }
 
 // Update runs fn in a read-write transaction and commits it atomically.
@@ -210,9 +223,16 @@ func (db *DB) Update(need int64, fn func(*Txn) error) error {
 	} else if err := db.checkFloor(); err != nil {
 		return err
 	}
-	err := db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t}) })
+	tx := &Txn{db: db}
+	err := db.bdb.Update(func(t *badger.Txn) error {
+		tx.t = t
+		return fn(tx)
+	})
 	if errors.Is(err, unix.ENOSPC) {
 		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	if err == nil && len(tx.punches) > 0 {
+		db.packs.punch(tx.punches)
 	}
 	return err
 }
@@ -312,14 +332,72 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 	return k
 }
 
-// ChunkKey is the store key of a sealed chunk: 'C' || id.
-func ChunkKey(id peerdrive.ChunkID) []byte { return chunkKey(id) }
+// PutBlob stores large opaque bytes under key: the bytes go to a pack file
+// at once, their location into the transaction. If the transaction does not
+// commit, the bytes are left unreferenced.
+func (t *Txn) PutBlob(key, data []byte) error {
+	loc, err := t.db.packs.append(data)
+	if err != nil {
+		return err
+	}
+	return t.Set(key, loc.encode())
+}
 
-// PutChunk stores a sealed chunk in the transaction.
-func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error { return t.Set(chunkKey(id), sealed) }
+// DeleteBlob removes what PutBlob stored; the bytes are freed once the
+// transaction commits.
+func (t *Txn) DeleteBlob(key []byte) error {
+	v, err := t.Get(key)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if loc, err := decodeLoc(v); err == nil {
+		t.punches = append(t.punches, loc)
+	}
+	return t.Delete(key)
+}
 
-// DeleteChunk removes a sealed chunk in the transaction.
-func (t *Txn) DeleteChunk(id peerdrive.ChunkID) error { return t.Delete(chunkKey(id)) }
+// GetBlob returns what PutBlob stored under key, or ErrNotFound.
+func (t *Txn) GetBlob(key []byte) ([]byte, error) {
+	v, err := t.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := decodeLoc(v)
+	if err != nil {
+		return nil, err
+	}
+	return t.db.packs.read(loc)
+}
+
+// PutChunk stores a sealed chunk.
+func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error {
+	return t.PutBlob(chunkKey(id), sealed)
+}
+
+// DeleteChunk removes a sealed chunk.
+func (t *Txn) DeleteChunk(id peerdrive.ChunkID) error { return t.DeleteBlob(chunkKey(id)) }
+
+// GetChunk returns the sealed bytes of chunk id, or ErrNotFound.
+func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(chunkKey(id)) }
+
+// HasChunk reports whether chunk id is stored.
+func (t *Txn) HasChunk(id peerdrive.ChunkID) (bool, error) { return t.Has(chunkKey(id)) }
+
+// IterateChunks calls fn with the ID and sealed size of every stored chunk.
+func (t *Txn) IterateChunks(fn func(id peerdrive.ChunkID, size int64) (bool, error)) error {
+	return t.Iterate([]byte{'C'}, nil, true, func(k, v []byte) (bool, error) {
+		loc, err := decodeLoc(v)
+		if err != nil {
+			return false, err
+		}
+		var id peerdrive.ChunkID
+		copy(id[:], k[1:])
+		return fn(id, int64(loc.len))
+	})
+}
 
 // Blobs returns the DB's chunks as a Blobs store.
 func (db *DB) Blobs() Blobs { return dbBlobs{db} }
@@ -342,7 +420,7 @@ func (b dbBlobs) Get(ctx context.Context, id peerdrive.ChunkID) ([]byte, error) 
 	var v []byte
 	err := b.db.View(func(t *Txn) error {
 		var err error
-		v, err = t.Get(chunkKey(id))
+		v, err = t.GetChunk(id)
 		return err
 	})
 	if err != nil {
@@ -358,7 +436,7 @@ func (b dbBlobs) Has(ctx context.Context, id peerdrive.ChunkID) (bool, error) {
 	var ok bool
 	err := b.db.View(func(t *Txn) error {
 		var err error
-		ok, err = t.Has(chunkKey(id))
+		ok, err = t.HasChunk(id)
 		return err
 	})
 	return ok, err

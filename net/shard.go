@@ -1,0 +1,310 @@
+package net
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
+)
+
+// ShardStore is what the shard server needs of a storage node's store
+// (store.Shards implements it). owner is the remote peer's ID string, as
+// authenticated by the connection's security handshake.
+//
+// Errors are classified with errors.Is, because this package does not know
+// the store's sentinels: fs.ErrNotExist is not-found (Get of an absent
+// shard, Delete of a shard not stored), syscall.ENOSPC is full (Put beyond
+// the capacity or the disk), fs.ErrPermission is not-owner (Delete by a peer
+// without a hold). Any other error is reported to the peer as internal and
+// logged.
+type ShardStore interface {
+	// Put stores data as shard id for owner; idempotent for the same owner.
+	Put(ctx context.Context, owner string, id peerdrive.ShardID, data []byte) error
+	// Get returns shard id's bytes.
+	Get(ctx context.Context, id peerdrive.ShardID) ([]byte, error)
+	// Has reports whether shard id is stored.
+	Has(ctx context.Context, id peerdrive.ShardID) (bool, error)
+	// Delete removes owner's hold on shard id (the shard goes with the last).
+	Delete(ctx context.Context, owner string, id peerdrive.ShardID) error
+	// Usage reports bytes stored, bytes contributed and shards stored.
+	Usage() (used, capacity, count int64)
+}
+
+// Server limits and deadlines (docs/protocol.md §2.6).
+const (
+	maxStreamsPerPeer = 8
+	maxInFlight       = 256 << 20
+	bulkTimeout       = 60 * time.Second // PUT and GET streams
+	shortTimeout      = 10 * time.Second // HAS, DELETE, STAT streams; any request header
+)
+
+// shardServer serves the shard protocol from a ShardStore.
+type shardServer struct {
+	n     *Node
+	store ShardStore
+
+	mu       sync.Mutex
+	streams  map[peer.ID]int // open streams per remote peer
+	inFlight int64           // bytes of PUT and GET bodies held
+
+	// Streams served, by transport (for tests and status).
+	tcpStreams, otherStreams atomic.Int64
+}
+
+// ServeShards serves the shard protocol from s, replacing any store served
+// before. Peers see the protocol in identify (pushed to connected peers) and
+// count this node among their StoragePeers; the node advertises itself in
+// the DHT as a storage node.
+func (n *Node) ServeShards(s ShardStore) {
+	sv := &shardServer{n: n, store: s, streams: map[peer.ID]int{}}
+	n.mu.Lock()
+	n.shards = sv
+	n.mu.Unlock()
+	n.h.SetStreamHandler(ShardProtocol, sv.handle)
+	if n.disc != nil {
+		n.disc.kick() // advertise soon
+	}
+}
+
+func (sv *shardServer) acquireStream(p peer.ID) bool {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.streams[p] >= maxStreamsPerPeer {
+		return false
+	}
+	sv.streams[p]++
+	return true
+}
+
+func (sv *shardServer) releaseStream(p peer.ID) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.streams[p]--; sv.streams[p] <= 0 {
+		delete(sv.streams, p)
+	}
+}
+
+func (sv *shardServer) reserve(n int64) bool {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.inFlight+n > maxInFlight {
+		return false
+	}
+	sv.inFlight += n
+	return true
+}
+
+func (sv *shardServer) unreserve(n int64) {
+	sv.mu.Lock()
+	sv.inFlight -= n
+	sv.mu.Unlock()
+}
+
+// isTCP reports whether c is a direct (not relayed) TCP connection.
+func isTCP(c network.Conn) bool {
+	a := c.RemoteMultiaddr()
+	if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+		return false
+	}
+	_, err := a.ValueForProtocol(ma.P_TCP)
+	return err == nil
+}
+
+// handle serves one stream: one request, one reply.
+func (sv *shardServer) handle(s network.Stream) {
+	start := time.Now()
+	remote := s.Conn().RemotePeer()
+	_ = s.SetDeadline(start.Add(shortTimeout))
+	if isTCP(s.Conn()) {
+		sv.tcpStreams.Add(1)
+	} else {
+		sv.otherStreams.Add(1)
+	}
+	log := slog.With("peer", remote)
+
+	br := bufio.NewReaderSize(s, 512)
+	b, err := br.ReadByte()
+	if err != nil {
+		s.Reset()
+		return
+	}
+	t := msgType(b)
+	switch t {
+	case typePut, typeGet, typeHas, typeDelete, typeStat:
+	default:
+		// No reply type to answer with: not our protocol.
+		log.Debug("shard stream with unknown message type", "type", t)
+		s.Reset()
+		return
+	}
+	rt := t | replyBit
+	if !sv.acquireStream(remote) {
+		log.Debug("shard stream refused: too many streams from peer")
+		sv.refuse(s, rt, StatusBusy, "too many streams")
+		return
+	}
+	defer sv.releaseStream(remote)
+
+	n, err := readUvarint(br, headerLimit(t))
+	if err == nil {
+		h := make([]byte, n)
+		if _, err = io.ReadFull(br, h); err != nil {
+			s.Reset()
+			return
+		}
+		var rq request
+		if rq, err = decodeRequest(t, h); err == nil {
+			sv.serve(s, br, rq, remote, start, log)
+			return
+		}
+	}
+	switch {
+	case errors.Is(err, errTooLarge):
+		log.Debug("shard request refused: too large", "type", t, "err", err)
+		sv.refuse(s, rt, StatusTooLarge, err.Error())
+	case errors.Is(err, errMalformed):
+		log.Debug("shard request refused: malformed", "type", t, "err", err)
+		sv.refuse(s, rt, StatusBadRequest, err.Error())
+	default:
+		s.Reset()
+	}
+}
+
+// serve answers a decoded request.
+func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, remote peer.ID, start time.Time, log *slog.Logger) {
+	deadline := start.Add(shortTimeout)
+	if rq.typ == typePut || rq.typ == typeGet {
+		deadline = start.Add(bulkTimeout)
+		_ = s.SetDeadline(deadline)
+	}
+	ctx, cancel := context.WithDeadline(sv.n.ctx, deadline)
+	defer cancel()
+	rt := rq.typ | replyBit
+	owner := remote.String()
+
+	switch rq.typ {
+	case typePut:
+		size := int64(rq.size)
+		if !sv.reserve(size) {
+			log.Debug("shard put refused: too many bytes in flight", "shard", rq.id.Short(), "size", size)
+			sv.refuse(s, rt, StatusBusy, "too many bytes in flight")
+			return
+		}
+		defer sv.unreserve(size)
+		data := make([]byte, size)
+		if _, err := io.ReadFull(br, data); err != nil {
+			log.Debug("shard put: body not received", "shard", rq.id.Short(), "err", err)
+			s.Reset()
+			return
+		}
+		if peerdrive.ShardID(crypto.ContentID(data)) != rq.id {
+			log.Debug("shard put refused: bytes do not match id", "shard", rq.id.Short())
+			sv.refuse(s, rt, StatusBadHash, "bytes do not match the id")
+			return
+		}
+		err := sv.store.Put(ctx, owner, rq.id, data)
+		sv.reply(s, rt, sv.storeReply(err, log, "put", rq.id), nil)
+
+	case typeGet:
+		data, err := sv.store.Get(ctx, rq.id)
+		if err != nil {
+			sv.reply(s, rt, sv.storeReply(err, log, "get", rq.id), nil)
+			return
+		}
+		if len(data) > MaxShardSize {
+			log.Error("stored shard over the protocol's size limit", "shard", rq.id.Short(), "size", len(data))
+			sv.reply(s, rt, wireReply{Status: StatusInternal, Message: "internal error"}, nil)
+			return
+		}
+		if !sv.reserve(int64(len(data))) {
+			sv.refuse(s, rt, StatusBusy, "too many bytes in flight")
+			return
+		}
+		defer sv.unreserve(int64(len(data)))
+		sv.reply(s, rt, wireReply{Status: StatusOK, Size: uint64(len(data))}, data)
+
+	case typeHas:
+		have := make([]bool, len(rq.ids))
+		for i, id := range rq.ids {
+			ok, err := sv.store.Has(ctx, id)
+			if err != nil {
+				sv.reply(s, rt, sv.storeReply(err, log, "has", id), nil)
+				return
+			}
+			have[i] = ok
+		}
+		sv.reply(s, rt, wireReply{Status: StatusOK, Have: have}, nil)
+
+	case typeDelete:
+		err := sv.store.Delete(ctx, owner, rq.id)
+		sv.reply(s, rt, sv.storeReply(err, log, "delete", rq.id), nil)
+
+	case typeStat:
+		used, capacity, count := sv.store.Usage()
+		sv.reply(s, rt, wireReply{
+			Status:   StatusOK,
+			Used:     uint64(max(used, 0)),
+			Capacity: uint64(max(capacity, 0)),
+			Shards:   uint64(max(count, 0)),
+		}, nil)
+	}
+}
+
+// storeReply maps a ShardStore error to a reply. Messages never carry the
+// store's own error text (it names local paths).
+func (sv *shardServer) storeReply(err error, log *slog.Logger, op string, id peerdrive.ShardID) wireReply {
+	switch {
+	case err == nil:
+		return wireReply{Status: StatusOK}
+	case errors.Is(err, fs.ErrNotExist):
+		return wireReply{Status: StatusNotFound}
+	case errors.Is(err, syscall.ENOSPC):
+		return wireReply{Status: StatusFull}
+	case errors.Is(err, fs.ErrPermission):
+		return wireReply{Status: StatusNotOwner}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return wireReply{Status: StatusBusy, Message: "timed out"}
+	}
+	log.Error("shard store failed", "op", op, "shard", id.Short(), "err", err)
+	return wireReply{Status: StatusInternal, Message: "internal error"}
+}
+
+// reply writes a reply (and body) and closes the stream.
+func (sv *shardServer) reply(s network.Stream, t msgType, w wireReply, body []byte) {
+	b, err := encodeReply(make([]byte, 0, 64), t, w)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if _, err := s.Write(b); err != nil {
+		s.Reset()
+		return
+	}
+	if len(body) > 0 {
+		if _, err := s.Write(body); err != nil {
+			s.Reset()
+			return
+		}
+	}
+	s.Close()
+}
+
+// refuse replies with a refusal and closes the stream in both directions
+// without reading the rest of the request: the muxer drops what the peer
+// still sends, and its flow control stops the peer.
+func (sv *shardServer) refuse(s network.Stream, t msgType, st Status, msg string) {
+	sv.reply(s, t, wireReply{Status: st, Message: msg}, nil)
+}

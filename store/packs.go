@@ -1,0 +1,215 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/peerdrive/peerdrive"
+)
+
+// Chunk bodies live in append-only pack files beside badger, not in badger's
+// value log: badger writes its value log through mmap of sparse files, so
+// every byte written shows up in the daemon's resident memory, a full disk
+// is a SIGBUS instead of ENOSPC, and deleted values come back only after a
+// value-log rewrite. A pack is written with pwrite, synced with fdatasync,
+// and a deleted chunk's bytes are freed at once by punching a hole.
+// docs/format.md, "Pack files", specifies the layout.
+
+const (
+	packDir     = "packs"
+	packMaxSize = 1 << 30 // a pack is closed for appends past this size
+	locSize     = 16      // pack number u32, offset u64, length u32
+)
+
+// chunkLoc is where a chunk's sealed bytes are.
+type chunkLoc struct {
+	pack uint32
+	off  uint64
+	len  uint32
+}
+
+func (l chunkLoc) encode() []byte {
+	b := make([]byte, locSize)
+	binary.BigEndian.PutUint32(b[0:], l.pack)
+	binary.BigEndian.PutUint64(b[4:], l.off)
+	binary.BigEndian.PutUint32(b[12:], l.len)
+	return b
+}
+
+func decodeLoc(b []byte) (chunkLoc, error) {
+	if len(b) != locSize {
+		return chunkLoc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	return chunkLoc{binary.BigEndian.Uint32(b[0:]), binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint32(b[12:])}, nil
+}
+
+type packs struct {
+	dir string
+
+	mu     sync.Mutex
+	files  map[uint32]*os.File
+	active uint32
+	end    uint64 // append offset of the active pack
+	dirty  map[uint32]bool
+}
+
+func openPacks(dir string) (*packs, error) {
+	dir = filepath.Join(dir, packDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("packs: %w", err)
+	}
+	p := &packs{dir: dir, files: map[uint32]*os.File{}, dirty: map[uint32]bool{}}
+	names, err := filepath.Glob(filepath.Join(dir, "pack-*"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var num uint32
+		if _, err := fmt.Sscanf(filepath.Base(n), "pack-%08d", &num); err == nil && num > p.active {
+			p.active = num
+		}
+	}
+	if p.active == 0 {
+		p.active = 1
+	}
+	f, err := p.file(p.active)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	p.end = uint64(st.Size()) // bytes past the last commit of a crashed run are orphans; they stay
+	return p, nil
+}
+
+func (p *packs) path(num uint32) string { return filepath.Join(p.dir, fmt.Sprintf("pack-%08d", num)) }
+
+// file returns the open pack num. p.mu is held.
+func (p *packs) file(num uint32) (*os.File, error) {
+	if f, ok := p.files[num]; ok {
+		return f, nil
+	}
+	f, err := os.OpenFile(p.path(num), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("pack %d: %w", num, err)
+	}
+	p.files[num] = f
+	return f, nil
+}
+
+// append writes data at the end of the active pack and returns its place.
+// Concurrent appends write in parallel.
+func (p *packs) append(data []byte) (chunkLoc, error) {
+	p.mu.Lock()
+	if p.end+uint64(len(data)) > packMaxSize && p.end > 0 {
+		p.active++
+		p.end = 0
+	}
+	loc := chunkLoc{pack: p.active, off: p.end, len: uint32(len(data))}
+	f, err := p.file(p.active)
+	if err != nil {
+		p.mu.Unlock()
+		return loc, err
+	}
+	p.end += uint64(len(data))
+	p.dirty[loc.pack] = true
+	p.mu.Unlock()
+	if _, err := f.WriteAt(data, int64(loc.off)); err != nil {
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			return loc, fmt.Errorf("pack %d: %w: %v", loc.pack, ErrNoSpace, err)
+		}
+		return loc, fmt.Errorf("pack %d: %w", loc.pack, err)
+	}
+	return loc, nil
+}
+
+func (p *packs) read(loc chunkLoc) ([]byte, error) {
+	p.mu.Lock()
+	f, err := p.file(loc.pack)
+	p.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, loc.len)
+	n, err := f.ReadAt(b, int64(loc.off))
+	if n == len(b) {
+		return b, nil
+	}
+	return nil, fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, n, ErrCorrupt, err)
+}
+
+// punch frees the bytes of deleted chunks.
+func (p *packs) punch(locs []chunkLoc) {
+	for _, l := range locs {
+		p.mu.Lock()
+		f, err := p.file(l.pack)
+		p.mu.Unlock()
+		if err != nil || l.len == 0 {
+			continue
+		}
+		// Best effort: a hole that cannot be punched only wastes space.
+		_ = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(l.off), int64(l.len))
+	}
+}
+
+// sync makes every append so far durable.
+func (p *packs) sync() error {
+	p.mu.Lock()
+	var fs []*os.File
+	for num := range p.dirty {
+		fs = append(fs, p.files[num])
+	}
+	p.dirty = map[uint32]bool{}
+	p.mu.Unlock()
+	for _, f := range fs {
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			p.mu.Lock()
+			for num, g := range p.files {
+				if g == f {
+					p.dirty[num] = true
+				}
+			}
+			p.mu.Unlock()
+			return fmt.Errorf("sync %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (p *packs) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, f := range p.files {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ChunkFile returns the pack file and offset of chunk id's sealed bytes, for
+// tests that damage them.
+func (db *DB) ChunkFile(id peerdrive.ChunkID) (path string, off int64, size int, err error) {
+	err = db.View(func(t *Txn) error {
+		v, err := t.Get(chunkKey(id))
+		if err != nil {
+			return err
+		}
+		loc, err := decodeLoc(v)
+		if err != nil {
+			return err
+		}
+		path, off, size = db.packs.path(loc.pack), int64(loc.off), int(loc.len)
+		return nil
+	})
+	return path, off, size, err
+}
