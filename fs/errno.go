@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"syscall"
 
 	"github.com/peerdrive/peerdrive/tree"
@@ -12,11 +13,9 @@ import (
 // errnoTable is the one mapping from our errors to what a POSIX caller sees.
 // Order matters: the first match wins. A missing or corrupt chunk is EIO,
 // never ENOENT.
-var errnoTable = []struct {
-	err   error
-	errno syscall.Errno
-}{
+var errnoTable = []errnoMapping{
 	{tree.ErrCorrupt, syscall.EIO},
+	{tree.ErrUnavailable, syscall.EIO},
 	{tree.ErrNoSpace, syscall.ENOSPC},
 	{ErrQuota, syscall.ENOSPC},
 	{tree.ErrNotFound, syscall.ENOENT},
@@ -31,30 +30,33 @@ var errnoTable = []struct {
 	{context.DeadlineExceeded, syscall.EINTR},
 }
 
+type errnoMapping struct {
+	err   error
+	errno syscall.Errno
+}
+
 // ErrQuota reports a write past the drive's quota.
 var ErrQuota = errors.New("drive quota exceeded")
 
 // ErrReadOnly reports a change to a read-only mount.
 var ErrReadOnly = errors.New("read-only drive")
 
-// toErrno maps err to an errno; anything unknown is EIO and logged, since
-// go-fuse would otherwise turn a wrapped error into ENOSYS.
-func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
+// toErrno maps err to an errno; anything unknown is EIO, since go-fuse
+// would otherwise turn a wrapped error into ENOSYS. EIO and ENOSPC are
+// logged, with args naming the object.
+func toErrno(log *slog.Logger, op string, err error, args ...any) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return errno
+	errno := syscall.EIO
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		errno = e
+	} else if i := slices.IndexFunc(errnoTable, func(m errnoMapping) bool { return errors.Is(err, m.err) }); i >= 0 {
+		errno = errnoTable[i].errno
 	}
-	for _, e := range errnoTable {
-		if errors.Is(err, e.err) {
-			if e.errno == syscall.EIO || e.errno == syscall.ENOSPC {
-				log.Error("operation failed", "op", op, "err", err)
-			}
-			return e.errno
-		}
+	if errno == syscall.EIO || errno == syscall.ENOSPC {
+		log.Error("operation failed", append([]any{"op", op, "err", err}, args...)...)
 	}
-	log.Error("operation failed", "op", op, "err", err)
-	return syscall.EIO
+	return errno
 }

@@ -70,45 +70,97 @@ func (f *FS) open(ino peerdrive.Ino) *fileState {
 }
 
 // release drops one open of ino; the last one flushes, forgets the state and
-// purges the file if it was unlinked meanwhile.
+// purges the file if it was unlinked meanwhile and the kernel forgot it.
 func (f *FS) release(ctx context.Context, ino peerdrive.Ino) error {
 	st := f.state(ino)
 	err := f.flushFile(ctx, st)
 	f.mu.Lock()
 	st.mu.Lock()
 	st.opens--
-	last := st.opens <= 0 && len(st.dirty) == 0 && len(st.sealing) == 0
-	if last {
-		delete(f.files, ino)
+	purge := false
+	if st.opens <= 0 {
+		if known, ok := f.unlinked[ino]; ok && !known {
+			delete(f.unlinked, ino)
+			purge = true
+			err = nil // nobody can read the data that failed to flush
+		}
+		if purge && len(st.sealing) == 0 {
+			for idx, b := range st.dirty {
+				delete(st.dirty, idx)
+				f.freeBuf(b)
+			}
+		}
+		if len(st.dirty) == 0 && len(st.sealing) == 0 && f.files[ino] == st {
+			delete(f.files, ino)
+		}
 	}
 	st.mu.Unlock()
 	f.mu.Unlock()
-	if last {
-		if perr := f.purgeIfUnlinked(ctx, ino); err == nil {
-			err = perr
-		}
+	if purge {
+		f.purge(ctx, ino)
 	}
 	return err
 }
 
-// purgeIfUnlinked deletes ino if it has no links and no open file.
-func (f *FS) purgeIfUnlinked(ctx context.Context, ino peerdrive.Ino) error {
-	if st := f.existing(ino); st != nil {
-		st.mu.Lock()
-		open := st.opens > 0
-		st.mu.Unlock()
-		if open {
-			return nil
-		}
+// isOpen reports whether an open file uses ino. f.mu is held.
+func (f *FS) isOpen(ino peerdrive.Ino) bool {
+	st := f.files[ino]
+	if st == nil {
+		return false
 	}
-	in, err := f.tree.Inode(ctx, ino)
-	if errors.Is(err, tree.ErrNotFound) {
-		return nil
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.opens > 0
+}
+
+// dropped is called when ino lost its last link. The inode lives on while
+// the kernel may use it: known says it may have looked it up (it then
+// forgets it later, see forgotten), and open files keep it too (see
+// release). Unix semantics: an unlinked file stays usable through a
+// descriptor, and an open that raced with the unlink still succeeds.
+func (f *FS) dropped(ctx context.Context, ino peerdrive.Ino, known bool) {
+	f.mu.Lock()
+	if known || f.isOpen(ino) {
+		f.unlinked[ino] = known
+		f.mu.Unlock()
+		return
 	}
-	if err != nil || in.Nlink > 0 {
-		return err
+	f.mu.Unlock()
+	f.purge(ctx, ino)
+}
+
+// relinked is called when ino got a link again (an O_TMPFILE file linked
+// into place): it is no longer to be purged.
+func (f *FS) relinked(ino peerdrive.Ino) {
+	f.mu.Lock()
+	delete(f.unlinked, ino)
+	f.mu.Unlock()
+}
+
+// forgotten is called when the kernel forgot ino. An unlinked inode is
+// purged then, unless a file is still open (release purges it).
+func (f *FS) forgotten(ino peerdrive.Ino) {
+	f.mu.Lock()
+	if _, ok := f.unlinked[ino]; !ok {
+		f.mu.Unlock()
+		return
 	}
-	return f.tree.Purge(ctx, ino)
+	if f.isOpen(ino) {
+		f.unlinked[ino] = false
+		f.mu.Unlock()
+		return
+	}
+	delete(f.unlinked, ino)
+	f.mu.Unlock()
+	f.purge(context.Background(), ino)
+}
+
+// purge deletes the unlinked ino and its data. A failure only leaves an
+// orphan, which the next PurgeOrphans deletes.
+func (f *FS) purge(ctx context.Context, ino peerdrive.Ino) {
+	if err := f.tree.Purge(ctx, ino); err != nil {
+		f.log.Warn("purge of unlinked inode failed", "ino", ino, "err", err)
+	}
 }
 
 func (f *FS) newBuf() *chunkBuf {
@@ -164,6 +216,9 @@ func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int6
 	}
 	if err := f.checkQuota(int64(len(data))); err != nil {
 		return 0, err
+	}
+	if f.opts.Admit != nil {
+		f.opts.Admit(ctx.Done())
 	}
 	st := f.state(ino)
 	st.mu.Lock()

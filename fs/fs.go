@@ -32,6 +32,10 @@ type Options struct {
 	// FlushAfter is how long written data may stay in memory before it is
 	// sealed into the store (0: 5 s). fsync and close do it at once.
 	FlushAfter time.Duration
+	// Admit, if set, is called before a write is accepted and blocks while
+	// the local cache is full of data not yet on peers (back-pressure). It
+	// returns early when stop is closed.
+	Admit func(stop <-chan struct{})
 }
 
 // FS is a drive's FUSE view.
@@ -43,6 +47,9 @@ type FS struct {
 
 	mu    sync.Mutex
 	files map[peerdrive.Ino]*fileState
+	// unlinked holds inodes without links that the kernel may still use;
+	// the value is false once it has forgotten them (see dropped).
+	unlinked map[peerdrive.Ino]bool
 
 	jobs     chan sealJob
 	workers  sync.WaitGroup
@@ -63,10 +70,11 @@ func New(t *tree.Tree, db *store.DB, o Options) *FS {
 	n := runtime.GOMAXPROCS(0)
 	f := &FS{
 		tree: t, db: db, opts: o, log: o.Log,
-		files: map[peerdrive.Ino]*fileState{},
-		jobs:  make(chan sealJob, n),
-		stop:  make(chan struct{}),
-		bufs:  sync.Pool{New: func() any { b := make([]byte, peerdrive.ChunkSize); return &b }},
+		files:    map[peerdrive.Ino]*fileState{},
+		unlinked: map[peerdrive.Ino]bool{},
+		jobs:     make(chan sealJob, n),
+		stop:     make(chan struct{}),
+		bufs:     sync.Pool{New: func() any { b := make([]byte, peerdrive.ChunkSize); return &b }},
 	}
 	for range n {
 		f.workers.Add(1)
@@ -110,6 +118,7 @@ func (f *FS) MountOptions() *gofs.Options {
 		Options:       []string{"default_permissions"},
 		// Encrypted data cannot be handed to the kernel as a backing file.
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+		ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
 	}
 	if f.opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -139,6 +148,22 @@ func (f *FS) Close(ctx context.Context) error {
 	err := f.FlushAll(ctx)
 	f.stopOnce.Do(func() { close(f.stop); close(f.jobs) })
 	f.workers.Wait()
+	// The kernel is gone: it may not have sent the last releases and
+	// forgets. Forget open files and purge what was unlinked.
+	f.mu.Lock()
+	unlinked := f.unlinked
+	f.unlinked = map[peerdrive.Ino]bool{}
+	for ino, st := range f.files {
+		st.mu.Lock()
+		if len(st.dirty) == 0 && len(st.sealing) == 0 {
+			delete(f.files, ino)
+		}
+		st.mu.Unlock()
+	}
+	f.mu.Unlock()
+	for ino := range unlinked {
+		f.purge(ctx, ino)
+	}
 	if serr := f.tree.Sync(ctx); err == nil {
 		err = serr
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -30,27 +33,66 @@ type Status struct {
 	Snapshots             int    `json:"snapshots"`
 	DataShards            int    `json:"data_shards"`
 	ParityShards          int    `json:"parity_shards"`
+	// PeerLossTolerated is how many storage peers may be lost now without
+	// losing data, given how shards are actually spread.
+	PeerLossTolerated int    `json:"peer_loss_tolerated"`
+	CachedBytes       int64  `json:"cached_bytes"`
+	CacheBytes        int64  `json:"cache_limit_bytes"`
+	HeldBytes         int64  `json:"held_for_peers_bytes"`
+	HeldShards        int64  `json:"held_for_peers_shards"`
+	StorageOnly       bool   `json:"storage_only,omitempty"`
+	LastUploadError   string `json:"last_upload_error,omitempty"`
 }
 
 // Status reports the node's figures.
 func (n *Node) Status() Status {
-	st := n.tree.Stats()
 	n.mu.Lock()
 	mp := n.mountpoint
 	n.mu.Unlock()
-	return Status{
+	held, _, count := n.shards.Usage()
+	st := Status{
 		PeerID:           n.net.ID(),
-		Peers:            len(n.net.Host().Network().Peers()),
+		Peers:            len(n.net.StoragePeers()),
 		Mountpoint:       mp,
 		ContributedBytes: n.cfg.Contribute,
-		QuotaBytes:       Quota(n.cfg.Contribute, n.cfg.DataShards, n.cfg.ParityShards),
-		UsedBytes:        st.Used,
-		StoredBytes:      st.Stored,
-		Chunks:           st.Chunks,
-		Inodes:           st.Inodes,
 		DataShards:       n.cfg.DataShards,
 		ParityShards:     n.cfg.ParityShards,
+		HeldBytes:        held,
+		HeldShards:       count,
+		StorageOnly:      n.cfg.StorageOnly,
+		CacheBytes:       n.cfg.CacheSize,
 	}
+	if n.tree == nil {
+		return st
+	}
+	ts := n.tree.Stats()
+	rs := n.rep.Stats()
+	st.QuotaBytes = Quota(n.cfg.Contribute, n.cfg.DataShards, n.cfg.ParityShards)
+	st.UsedBytes, st.StoredBytes, st.Chunks, st.Inodes = ts.Used, ts.Stored, ts.Chunks, ts.Inodes
+	st.PendingUploadBytes = uint64(max(rs.PendingBytes, 0))
+	st.UnderReplicatedChunks = uint64(rs.UnderReplicated)
+	st.LostChunks = uint64(rs.Lost)
+	st.PeerLossTolerated = rs.PeerLossTolerated
+	st.CachedBytes = rs.CachedBytes
+	if rs.LastErr != nil {
+		st.LastUploadError = rs.LastErr.Error()
+	}
+	return st
+}
+
+// Sync flushes every write to the local store and waits until it is on
+// peers at full redundancy, reporting progress.
+func (n *Node) Sync(ctx context.Context, progress func(pending int64)) error {
+	if n.fs == nil {
+		return errors.New("a storage-only node has no drive to sync")
+	}
+	if err := n.fs.FlushAll(ctx); err != nil {
+		return err
+	}
+	if err := n.tree.Sync(ctx); err != nil {
+		return err
+	}
+	return n.rep.Sync(ctx, progress)
 }
 
 // control serves the node's control socket: HTTP over a Unix socket that
@@ -80,6 +122,31 @@ func startControl(n *Node, path string) (*control, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Status())
 	})
+	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		fl, _ := w.(http.Flusher)
+		err := n.Sync(ctx, func(pending int64) {
+			fmt.Fprintf(w, "pending %d\n", pending)
+			if fl != nil {
+				fl.Flush()
+			}
+		})
+		if err != nil {
+			fmt.Fprintf(w, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			return
+		}
+		fmt.Fprintf(w, "ok\n")
+	})
+	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "ok\n")
+		n.requestStop()
+	})
 	c := &control{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	go c.srv.Serve(l)
 	return c, nil
@@ -108,6 +175,58 @@ func Dial(home string) *Client {
 			return d.DialContext(ctx, "unix", path)
 		}},
 	}}
+}
+
+// Sync asks the node to sync, calling progress with the bytes still to
+// upload, until done, failed or timeout.
+func (c *Client) Sync(ctx context.Context, timeout time.Duration, progress func(pending int64)) error {
+	hc := *c.hc
+	hc.Timeout = 0 // bounded by ctx and timeout instead
+	req, err := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://peerdrive/sync?timeout=%s", timeout), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("sync: %s: %s", resp.Status, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "ok":
+			return nil
+		case strings.HasPrefix(line, "pending "):
+			if v, err := strconv.ParseInt(strings.TrimPrefix(line, "pending "), 10, 64); err == nil && progress != nil {
+				progress(v)
+			}
+		case strings.HasPrefix(line, "error "):
+			return errors.New(strings.TrimPrefix(line, "error "))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return errors.New("sync: the node closed the connection before finishing")
+}
+
+// Shutdown asks the node to stop.
+func (c *Client) Shutdown(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://peerdrive/shutdown", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	resp.Body.Close()
+	return nil
 }
 
 // Status asks the node for its status.

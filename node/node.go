@@ -16,6 +16,8 @@ import (
 
 	pfs "github.com/peerdrive/peerdrive/fs"
 	pnet "github.com/peerdrive/peerdrive/net"
+	"github.com/peerdrive/peerdrive/replica"
+	"github.com/peerdrive/peerdrive/segment"
 	"github.com/peerdrive/peerdrive/store"
 	"github.com/peerdrive/peerdrive/tree"
 )
@@ -30,14 +32,24 @@ type Config struct {
 	Home         string
 	Listen       []string
 	Bootstrap    []string
+	MDNS         bool
 	Contribute   int64 // bytes of disk given to the network
-	CacheSize    int64
+	CacheSize    int64 // bound of the local chunk cache (0: DefaultCacheSize)
 	DataShards   int
 	ParityShards int
 	ReadOnly     bool
 	AllowOther   bool
-	Log          *slog.Logger
+	// StorageOnly runs a node that stores shards for others and has no
+	// drive of its own (peerdrive serve).
+	StorageOnly bool
+	Log         *slog.Logger
 }
+
+// DefaultCacheSize bounds the local chunk cache when --cache-size is not given.
+const DefaultCacheSize = 2 << 30
+
+// DefaultContribution is what a node gives when --contribute is not given.
+const DefaultContribution = 10 << 30
 
 // Quota is the drive size a contribution buys: contributed × k/n × (1 − AdminShare).
 func Quota(contribute int64, k, m int) uint64 {
@@ -49,18 +61,30 @@ func Quota(contribute int64, k, m int) uint64 {
 
 // Node is a running node.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	db   *store.DB
-	tree *tree.Tree
-	fs   *pfs.FS
-	net  *pnet.Node
-	ctl  *control
+	cfg    Config
+	log    *slog.Logger
+	db     *store.DB
+	shards *store.Shards
+	tree   *tree.Tree
+	rep    *replica.Replica
+	fs     *pfs.FS
+	net    *pnet.Node
+	ctl    *control
 
 	mu         sync.Mutex
 	srv        *fuse.Server
 	mountpoint string
+	stopReq    chan struct{}
+	stopOnce   sync.Once
+	closeOnce  sync.Once
+	closeErr   error
 }
+
+// Stopped is closed when someone asks the node to stop through its control
+// socket (peerdrive shutdown).
+func (n *Node) Stopped() <-chan struct{} { return n.stopReq }
+
+func (n *Node) requestStop() { n.stopOnce.Do(func() { close(n.stopReq) }) }
 
 // Start opens the home (initializing it if empty) and starts the node.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
@@ -69,6 +93,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.DataShards == 0 {
 		cfg.DataShards, cfg.ParityShards = 12, 4
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.Contribute == 0 {
+		cfg.Contribute = DefaultContribution
 	}
 	if !Initialized(cfg.Home) {
 		if err := Init(cfg.Home, ""); err != nil {
@@ -80,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Log}
+	n := &Node{cfg: cfg, log: cfg.Log, stopReq: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -94,30 +124,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.tree, err = tree.Open(ctx, n.db, keys.Drive, tree.Options{RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: cfg.Log})
-	if errors.Is(err, tree.ErrWrongKey) {
-		return nil, fmt.Errorf("the keys in %s do not open its store", cfg.Home)
-	}
+	n.shards, err = store.NewShards(n.db, cfg.Contribute)
 	if err != nil {
 		return nil, err
 	}
-	n.fs = pfs.New(n.tree, n.db, pfs.Options{
-		ReadOnly:   cfg.ReadOnly,
-		AllowOther: cfg.AllowOther,
-		Quota:      Quota(cfg.Contribute, cfg.DataShards, cfg.ParityShards),
-		Log:        cfg.Log,
-	})
-	if !cfg.ReadOnly {
-		if err := n.fs.PurgeOrphans(ctx); err != nil {
-			return nil, err
-		}
-	}
-	n.net, err = pnet.Start(ctx, pnet.Config{Key: keys.Node, Listen: cfg.Listen})
+	n.net, err = pnet.Start(ctx, pnet.Config{Key: keys.Node, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, MDNS: cfg.MDNS})
 	if err != nil {
 		return nil, err
 	}
+	n.net.ServeShards(n.shards)
 	if err := n.net.WriteAddrs(filepath.Join(cfg.Home, AddrsFile)); err != nil {
 		return nil, err
+	}
+	if !cfg.StorageOnly {
+		if err := n.startDrive(ctx, keys); err != nil {
+			return nil, err
+		}
 	}
 	n.ctl, err = startControl(n, filepath.Join(cfg.Home, ControlSocket))
 	if err != nil {
@@ -125,6 +147,44 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	ok = true
 	return n, nil
+}
+
+func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
+	cfg := n.cfg
+	var err error
+	n.rep, err = replica.New(n.db, n.net, replica.Options{
+		Params:     segment.Params{K: cfg.DataShards, M: cfg.ParityShards},
+		CacheBytes: cfg.CacheSize,
+		Log:        cfg.Log,
+	})
+	if err != nil {
+		return err
+	}
+	n.tree, err = tree.Open(ctx, n.db, keys.Drive, tree.Options{
+		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: cfg.Log, Remote: n.rep,
+		// Decrypted chunks in memory are a cache too: --cache-size bounds them.
+		ChunkCacheBytes: int(min(64<<20, cfg.CacheSize)),
+	})
+	if errors.Is(err, tree.ErrWrongKey) {
+		return fmt.Errorf("the keys in %s do not open its store", cfg.Home)
+	}
+	if err != nil {
+		return err
+	}
+	n.fs = pfs.New(n.tree, n.db, pfs.Options{
+		ReadOnly:   cfg.ReadOnly,
+		AllowOther: cfg.AllowOther,
+		Quota:      Quota(cfg.Contribute, cfg.DataShards, cfg.ParityShards),
+		Log:        cfg.Log,
+		Admit:      n.rep.WaitRoom,
+	})
+	if !cfg.ReadOnly {
+		if err := n.fs.PurgeOrphans(ctx); err != nil {
+			return err
+		}
+	}
+	n.rep.Start()
+	return nil
 }
 
 // Addrs are the node's listen addresses with /p2p/ID.
@@ -180,14 +240,23 @@ func (n *Node) Unmount() error {
 	return nil
 }
 
-// Close flushes everything to disk and stops the node.
+// Close flushes everything to disk and stops the node. It may be called
+// more than once; later calls return the first call's result.
 func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() { n.closeErr = n.close(ctx) })
+	return n.closeErr
+}
+
+func (n *Node) close(ctx context.Context) error {
 	var errs []error
 	if n.ctl != nil {
 		n.ctl.close()
 	}
 	if n.fs != nil {
 		errs = append(errs, n.fs.Close(ctx))
+	}
+	if n.rep != nil {
+		n.rep.Close()
 	}
 	if n.net != nil {
 		errs = append(errs, n.net.Close())

@@ -100,6 +100,13 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	switch {
 	case err == nil && len(dv) == 32:
 		copy(id[:], dv)
+		// The dedup index is not sealed: trust it only if the chunk's own
+		// sealed record carries the same dedup hash.
+		var info peerdrive.ChunkInfo
+		if ierr := t.getRecord(tx, idKey(tagInfo, id), &info); ierr != nil || info.Dedup != c.Dedup {
+			t.log.Warn("dedup index entry does not match its chunk; storing anew", "chunk", id.Short())
+			id, dv = c.ID, nil
+		}
 	case err == nil || errors.Is(err, store.ErrNotFound):
 		dv = nil
 	default:
@@ -122,6 +129,14 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 		}
 		if err := tx.Set(idKey(tagDedup, c.Dedup), id[:]); err != nil {
 			return err
+		}
+		if t.remote != nil {
+			var sz [4]byte
+			binary.BigEndian.PutUint32(sz[:], uint32(len(c.Sealed)))
+			if err := tx.Set(idKey(tagQueue, id), sz[:]); err != nil {
+				return err
+			}
+			t.queued += int64(len(c.Sealed))
 		}
 		t.stats.Chunks++
 		t.stats.Used += uint64(c.Len)
@@ -163,6 +178,15 @@ func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
 	}
 	if err := tx.Delete(idKey(tagInfo, id)); err != nil {
 		return err
+	}
+	if t.remote != nil {
+		if err := tx.Delete(idKey(tagQueue, id)); err != nil {
+			return err
+		}
+		if err := tx.Delete(idKey(tagLocation, id)); err != nil {
+			return err
+		}
+		t.dropped = append(t.dropped, droppedChunk{id, int64(info.Sealed)})
 	}
 	return tx.DeleteChunk(id)
 }
@@ -265,10 +289,19 @@ func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 		return b, nil
 	}
 	sealed, err := t.db.Blobs().Get(ctx, ref.ID)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("chunk %s missing: %w", ref.ID.Short(), ErrCorrupt)
+	switch {
+	case err == nil:
+		if t.remote != nil {
+			t.remote.Accessed(ref.ID)
 		}
+	case errors.Is(err, store.ErrNotFound) && t.remote != nil:
+		sealed, err = t.remote.Fetch(ctx, ref.ID)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w: %v", ref.ID.Short(), ErrUnavailable, err)
+		}
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("chunk %s missing: %w", ref.ID.Short(), ErrCorrupt)
+	default:
 		return nil, err
 	}
 	if peerdrive.ChunkID(contentID(sealed)) != ref.ID {

@@ -49,6 +49,9 @@ const (
 	tagOrphan  = 'O'
 	tagNextIno = 'N'
 	tagStats   = 'S'
+	// Shared with replica, which owns their meaning (docs/format.md §12).
+	tagQueue    = 'U'
+	tagLocation = 'L'
 )
 
 const inoBatch = 1024 // inode numbers reserved per write of the counter
@@ -84,6 +87,15 @@ type Tree struct {
 	stats  Stats
 	chunks *chunkCache
 	snap   func(peerdrive.Ino) // inside update: records an inode's value for rollback
+	remote Remote
+	// Chunk events of the running transaction, told to remote after commit.
+	queued  int64
+	dropped []droppedChunk
+}
+
+type droppedChunk struct {
+	id   peerdrive.ChunkID
+	size int64
 }
 
 // Options for Open.
@@ -91,7 +103,28 @@ type Options struct {
 	RootUID, RootGID uint32 // owner of a new drive's root
 	Log              *slog.Logger
 	ChunkCacheBytes  int // decrypted chunks kept in memory (0: 64 MiB)
+	// Remote, if set, replicates chunks: it is told of chunks stored and
+	// deleted, and fetches chunks the local store no longer has.
+	Remote Remote
 }
+
+// Remote is where chunks go to and come back from when the local store is
+// only a cache (replica.Replica implements it).
+type Remote interface {
+	// Queued: new chunks of sealedBytes in total wait for upload; their
+	// queue records were written with them.
+	Queued(sealedBytes int64)
+	// Dropped: chunk id's last reference is gone.
+	Dropped(id peerdrive.ChunkID, sealedBytes int64)
+	// Accessed: chunk id was read from the local store.
+	Accessed(id peerdrive.ChunkID)
+	// Fetch returns chunk id's sealed bytes from elsewhere.
+	Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, error)
+}
+
+// ErrUnavailable reports a chunk that is neither in the local store nor
+// reachable on peers.
+var ErrUnavailable = errors.New("chunk unavailable")
 
 // Open opens the tree in db, creating an empty drive if db is empty. It
 // fails with ErrWrongKey if keys do not open the store.
@@ -102,7 +135,7 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 	if o.ChunkCacheBytes == 0 {
 		o.ChunkCacheBytes = 64 << 20
 	}
-	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, chunks: newChunkCache(o.ChunkCacheBytes)}
+	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
 	var fresh bool
 	err := db.View(func(tx *store.Txn) error {
 		v, err := tx.Get([]byte{tagFormat})
@@ -158,6 +191,9 @@ func (t *Tree) format(o Options) error {
 			return err
 		}
 		t.cache[peerdrive.RootIno] = &entry{ino: root}
+		if err := t.putRecord(tx, []byte{tagStats}, &t.stats); err != nil {
+			return err
+		}
 		return t.writeInode(tx, peerdrive.RootIno)
 	})
 }
@@ -344,6 +380,8 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 		}
 	}
 	stats, next, limit := t.stats, t.next, t.limit
+	t.queued, t.dropped = 0, t.dropped[:0]
+	defer t.notifyRemote()
 	err := t.db.Update(need, func(tx *store.Txn) error {
 		t.snap = snapshot
 		defer func() { t.snap = nil }()
@@ -379,8 +417,24 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 			}
 		}
 		t.stats, t.next, t.limit = stats, next, limit
+		t.queued, t.dropped = 0, t.dropped[:0]
 	}
 	return err
+}
+
+// notifyRemote tells the remote what the last transaction did to chunks.
+// t.mu is held.
+func (t *Tree) notifyRemote() {
+	if t.remote == nil {
+		return
+	}
+	for _, d := range t.dropped {
+		t.remote.Dropped(d.id, d.size)
+	}
+	if t.queued > 0 {
+		t.remote.Queued(t.queued)
+	}
+	t.queued, t.dropped = 0, t.dropped[:0]
 }
 
 // mod returns the cached entry of ino for changing inside update, recording

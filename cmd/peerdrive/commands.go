@@ -90,8 +90,9 @@ func nodeFlags(c *cobra.Command, cfg *node.Config) {
 	f := c.Flags()
 	f.StringArrayVar(&cfg.Listen, "listen", nil, "listen multiaddr (repeatable; default /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1)")
 	f.StringArrayVar(&cfg.Bootstrap, "bootstrap", nil, "peer to join through, a full multiaddr with /p2p/ID (repeatable)")
-	f.Var(sizeValue{&cfg.Contribute}, "contribute", "disk space given to the network, e.g. 100GB")
-	f.Var(sizeValue{&cfg.CacheSize}, "cache-size", "bound of the local chunk cache, e.g. 2GiB")
+	f.Var(sizeValue{&cfg.Contribute}, "contribute", "disk space given to the network, e.g. 100GB (default 10GiB)")
+	f.Var(sizeValue{&cfg.CacheSize}, "cache-size", "bound of the local chunk cache, e.g. 2GiB (default 2GiB)")
+	f.BoolVar(&cfg.MDNS, "mdns", false, "discover peers on the LAN with multicast DNS")
 	f.IntVar(&cfg.DataShards, "data-shards", 12, "erasure coding: data shards per chunk (k)")
 	f.IntVar(&cfg.ParityShards, "parity-shards", 4, "erasure coding: parity shards per chunk (m)")
 }
@@ -130,7 +131,10 @@ func mountCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(os.Stderr, "peerdrive: mounted %s\n", dir)
 			go func() {
-				<-ctx.Done()
+				select {
+				case <-ctx.Done():
+				case <-n.Stopped():
+				}
 				if err := n.Unmount(); err != nil {
 					fmt.Fprintf(os.Stderr, "peerdrive: %v\n", err)
 				}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,11 +18,22 @@ import (
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	// PEERDRIVE_CPUPROFILE=FILE writes a CPU profile of the whole run, for
+	// the benchmarks (bench/).
+	if f := os.Getenv("PEERDRIVE_CPUPROFILE"); f != "" {
+		if out, err := os.Create(f); err == nil {
+			pprof.StartCPUProfile(out)
+			defer func() { pprof.StopCPUProfile(); out.Close() }()
+		}
+	}
+	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "peerdrive: %v\n", err)
+		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
 	}
 }
+
+func run() error { return newRoot().Execute() }
 
 func exitCode(err error) int {
 	switch {
@@ -61,7 +73,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.home, "home", def, "node home directory (env PEERDRIVE_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
-	root.AddCommand(initCmd(g), idCmd(g), mountCmd(g), statusCmd(g))
+	root.AddCommand(initCmd(g), idCmd(g), mountCmd(g), serveCmd(g), statusCmd(g), syncCmd(g), shutdownCmd(g), demoCmd(g))
 	return root
 }
 

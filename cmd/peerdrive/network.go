@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/peerdrive/peerdrive/node"
+)
+
+func serveCmd(g *globals) *cobra.Command {
+	var cfg node.Config
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a storage-only node: contribute disk to the network, mount nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Home = g.home
+			cfg.StorageOnly = true
+			ctx, stop := signalContext()
+			defer stop()
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			for _, a := range n.Addrs() {
+				fmt.Fprintf(os.Stderr, "peerdrive: listening on %s\n", a)
+			}
+			fmt.Fprintf(os.Stderr, "peerdrive: serving %s of storage\n", humanize.IBytes(uint64(n.Status().ContributedBytes)))
+			select {
+			case <-ctx.Done():
+			case <-n.Stopped():
+			}
+			return n.Close(context.Background())
+		},
+	}
+	nodeFlags(c, &cfg)
+	return c
+}
+
+func syncCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "sync",
+		Short: "Wait until every byte written so far is on peers at full redundancy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
+			defer cancel()
+			start := time.Now()
+			last := time.Time{}
+			err := node.Dial(g.home).Sync(ctx, timeout, func(pending int64) {
+				if quiet || time.Since(last) < time.Second && pending != 0 {
+					return
+				}
+				last = time.Now()
+				fmt.Fprintf(os.Stderr, "peerdrive: %s waiting for upload\n", humanize.IBytes(uint64(pending)))
+			})
+			if err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			if !quiet {
+				fmt.Fprintf(os.Stderr, "peerdrive: synced in %s\n", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long (exit non-zero)")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print no progress")
+	return c
+}
+
+func shutdownCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "shutdown",
+		Short: "Ask the running node of the home to stop (a mount unmounts, flushing first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return node.Dial(g.home).Shutdown(ctx)
+		},
+	}
+}
