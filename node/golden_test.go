@@ -145,20 +145,25 @@ func TestGoldenHomeHasNoPlaintext(t *testing.T) {
 		string(deterministic("peerdrive golden v1 big.bin", 64)),
 	}
 	store := filepath.Join(goldenHome, StoreDir)
-	files, err := os.ReadDir(store)
-	if err != nil {
-		t.Fatalf("%v (generate with -update)", err)
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(store, f.Name()))
+	seen := 0
+	err := filepath.WalkDir(store, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		seen++
+		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, n := range needles {
 			if bytes.Contains(b, []byte(n)) {
-				t.Errorf("store/%s holds plaintext %q", f.Name(), n)
+				t.Errorf("%s holds plaintext %q", path, n)
 			}
 		}
+		return nil
+	})
+	if err != nil || seen == 0 {
+		t.Fatalf("walk %s: %v, %d files (generate with -update)", store, err, seen)
 	}
 }
 
