@@ -127,12 +127,24 @@ func (s *Shards) Usage() (used, capacity, count int64) {
 	return s.used, s.capacity, s.count
 }
 
-// Put stores data as shard id held by owner (a peer ID string, not empty).
+// Put stores data as shard id held by owner (a peer ID string, not empty),
+// durably: it returns after the shard is synced to disk (syncs of
+// concurrent puts are shared).
 // If the shard is already stored, only owner's hold is added (or nothing, if
 // owner already holds it): that never needs space. Otherwise it returns
 // ErrFull when the shard does not fit in the capacity, and ErrNoSpace when
 // the home's disk is too full.
 func (s *Shards) Put(ctx context.Context, owner string, id peerdrive.ShardID, data []byte) error {
+	if err := s.put(ctx, owner, id, data); err != nil {
+		return err
+	}
+	if err := s.db.SyncShared(); err != nil {
+		return fmt.Errorf("put shard %s: %w", id.Short(), err)
+	}
+	return nil
+}
+
+func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

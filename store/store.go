@@ -52,6 +52,12 @@ type DB struct {
 	wg    sync.WaitGroup
 
 	reserve int64 // free space kept on the disk
+
+	smu             sync.Mutex // SyncShared
+	scond           *sync.Cond
+	sstarted, sdone uint64
+	srunning        bool
+	serr            error
 }
 
 // Options for Open.
@@ -141,6 +147,34 @@ func (db *DB) Sync() error {
 		return fmt.Errorf("sync store %s: %w", db.dir, err)
 	}
 	return nil
+}
+
+// SyncShared is Sync for many concurrent callers: each returns once a sync
+// that began after its call has finished, and callers that arrive while one
+// runs share the next one (group commit).
+func (db *DB) SyncShared() error {
+	db.smu.Lock()
+	defer db.smu.Unlock()
+	if db.scond == nil {
+		db.scond = sync.NewCond(&db.smu)
+	}
+	want := db.sstarted + 1
+	for db.sdone < want {
+		if db.srunning {
+			db.scond.Wait()
+			continue
+		}
+		db.srunning = true
+		db.sstarted++
+		gen := db.sstarted
+		db.smu.Unlock()
+		err := db.Sync()
+		db.smu.Lock()
+		db.srunning = false
+		db.sdone, db.serr = gen, err
+		db.scond.Broadcast()
+	}
+	return db.serr
 }
 
 // gcLoop reclaims value-log space left by deleted chunks.

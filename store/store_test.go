@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/peerdrive/peerdrive/store"
@@ -51,5 +52,29 @@ func TestReserveRefusesWrites(t *testing.T) {
 	err = db.Update(1, func(tx *store.Txn) error { return tx.Set([]byte("k"), []byte("v")) })
 	if !errors.Is(err, store.ErrNoSpace) {
 		t.Fatalf("Update past the reserve = %v, want ErrNoSpace", err)
+	}
+}
+
+func TestSyncSharedConcurrent(t *testing.T) {
+	db := openTemp(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := db.Update(8, func(tx *store.Txn) error { return tx.Set([]byte{'t', byte(i)}, []byte("v")) })
+			if err == nil {
+				err = db.SyncShared()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
