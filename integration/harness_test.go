@@ -36,6 +36,9 @@ var pdBin string
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
+	if code, ok := runHelper(); ok { // the test binary re-executed as a helper process
+		return code
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "integration: run as root: the tests mount FUSE and tmpfs file systems")
 		return 1
@@ -176,8 +179,19 @@ func startMount(t testing.TB, home, dir string, extra ...string) *Daemon {
 func launchMount(t testing.TB, home, dir string, extra ...string) (*Daemon, error) {
 	t.Helper()
 	args := append([]string{"--home", home, "mount", dir, "--listen", loopbackAddr}, extra...)
+	return launchDaemon(t, home, dir, append([]string{pdBin}, args...), nil)
+}
+
+// launchDaemon runs argv, a command that mounts dir and prints `peerdrive: mounted dir`
+// (`peerdrive mount`, `peerdrive demo`, or either under a wrapper such as nsenter that execs
+// it), with env added to the test's environment, and waits for it as launchMount does.
+func launchDaemon(t testing.TB, home, dir string, argv, env []string) (*Daemon, error) {
+	t.Helper()
 	d := &Daemon{Home: home, Dir: dir, log: newLogTail("peerdrive: mounted " + dir), done: make(chan struct{})}
-	d.cmd = exec.Command(pdBin, args...)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	d.cmd.Stderr = logStream{d.log, stderrStream}
 	d.cmd.Stdout = logStream{d.log, stdoutStream}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -176,5 +176,12 @@ func (n *Node) PeerScore(p peer.ID) PeerScore { return n.scores.Get(p) }
 // Scores.Rank).
 func (n *Node) RankPeers(peers []peer.ID) []peer.ID { return n.scores.Rank(peers) }
 
+// Usable reports whether p is fit to receive new shards: healthy, and not
+// recently found full.
+func (n *Node) Usable(p peer.ID) bool {
+	s := n.scores.Get(p)
+	return s.Healthy() && !s.isFull(time.Now())
+}
+
 // Scores returns the node's peer scores.
 func (n *Node) Scores() *Scores { return n.scores }

@@ -18,6 +18,12 @@ import (
 // asked for as well.
 const hedgeAfter = 750 * time.Millisecond
 
+type recentSeg struct {
+	num uint64
+	seg []byte
+	rec Segment
+}
+
 type fetchCall struct {
 	done chan struct{}
 	seg  []byte
@@ -61,6 +67,11 @@ func (r *Replica) Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, erro
 // fetchSegment rebuilds segment num, one fetch per segment at a time.
 func (r *Replica) fetchSegment(ctx context.Context, num uint64) ([]byte, Segment, error) {
 	r.fetchMu.Lock()
+	if r.recent != nil && r.recent.num == num {
+		c := r.recent
+		r.fetchMu.Unlock()
+		return c.seg, c.rec, nil
+	}
 	if c, ok := r.fetches[num]; ok {
 		r.fetchMu.Unlock()
 		select {
@@ -77,6 +88,11 @@ func (r *Replica) fetchSegment(ctx context.Context, num uint64) ([]byte, Segment
 	close(c.done)
 	r.fetchMu.Lock()
 	delete(r.fetches, num)
+	if c.err == nil {
+		// Keep the last segment: with a cache smaller than a segment, a
+		// sequential read would otherwise fetch it again for every chunk.
+		r.recent = &recentSeg{num: num, seg: c.seg, rec: c.rec}
+	}
 	r.fetchMu.Unlock()
 	return c.seg, c.rec, c.err
 }

@@ -123,6 +123,7 @@ type Replica struct {
 	cache     *lru
 	fetchMu   sync.Mutex
 	fetches   map[uint64]*fetchCall
+	recent    *recentSeg // the last segment fetched (under fetchMu)
 	firstSeen map[peerdrive.ChunkID]time.Time
 }
 

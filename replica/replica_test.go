@@ -161,6 +161,9 @@ func TestUploadEvictFetch(t *testing.T) {
 	r.opts.CacheBytes = 1 // evict everything
 	r.evictLocked()
 	r.mu.Unlock()
+	r.fetchMu.Lock()
+	r.recent = nil // and forget the last segment fetched
+	r.fetchMu.Unlock()
 	for id := range chunks {
 		if _, err := r.Fetch(ctx, id); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Fetch with 3 of 6 shards bad = %v, want ErrUnavailable", err)

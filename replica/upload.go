@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -222,7 +223,7 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 // place sends every shard to a peer: distinct peers while there are enough,
 // else spread evenly. A failed shard is retried on the next best peer.
 func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, error) {
-	peers := r.net.RankPeers(r.net.StoragePeers())
+	peers := r.placementOrder()
 	if len(peers) == 0 {
 		return nil, ErrNoPeers
 	}
@@ -287,6 +288,28 @@ func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, 
 		return nil, err
 	}
 	return out, nil
+}
+
+// placementOrder lists the storage peers for a new segment: usable ones
+// first, in random order so that shards spread over all peers rather than
+// always the fastest n; the others after them, ranked.
+func (r *Replica) placementOrder() []peer.ID {
+	ps := r.net.StoragePeers()
+	u, ok := r.net.(interface{ Usable(peer.ID) bool })
+	if !ok {
+		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+		return ps
+	}
+	var good, bad []peer.ID
+	for _, p := range ps {
+		if u.Usable(p) {
+			good = append(good, p)
+		} else {
+			bad = append(bad, p)
+		}
+	}
+	rand.Shuffle(len(good), func(i, j int) { good[i], good[j] = good[j], good[i] })
+	return append(good, r.net.RankPeers(bad)...)
 }
 
 // commitSegment records a placed segment and takes its chunks off the
