@@ -23,6 +23,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peerdrive/peerdrive"
 )
 
 // Discovery parameters (docs/protocol.md §4).
@@ -105,7 +107,10 @@ func (n *Node) startDiscovery(bootstrap []peer.AddrInfo, withMDNS bool) error {
 		// Only ours: without this option the DHT has no bootstrappers, and
 		// it never falls back to libp2p's public ones.
 		dht.BootstrapPeers(bootstrap...),
-		dht.DisableValues(),
+		// Values: drives' root records, under "/peerdrive-root/<owner>"
+		// (docs/protocol.md §5.5). The libp2p defaults, /pk and /ipns,
+		// stay registered but PeerDrive stores nothing under them.
+		dht.NamespacedValidator(peerdrive.RootNamespace, rootValidator{}),
 	)
 	if err != nil {
 		return fmt.Errorf("net: start DHT: %w", err)

@@ -14,6 +14,8 @@ import (
 )
 
 // The shard protocol's messages, framing and limits: docs/protocol.md §2.
+// The root protocol (§5) uses the same framing, with message types of its
+// own.
 
 // ShardProtocol is the protocol ID of the shard protocol.
 const ShardProtocol = "/peerdrive/shard/1.0.0"
@@ -35,11 +37,15 @@ const (
 	typeHas    msgType = 0x03
 	typeDelete msgType = 0x04
 	typeStat   msgType = 0x05
-	replyBit   msgType = 0x80
+	// Root protocol requests (docs/protocol.md §5).
+	typePutRoot msgType = 0x06
+	typeGetRoot msgType = 0x07
+	replyBit    msgType = 0x80
 )
 
 func (t msgType) String() string {
-	names := [...]string{typePut: "PUT", typeGet: "GET", typeHas: "HAS", typeDelete: "DELETE", typeStat: "STAT"}
+	names := [...]string{typePut: "PUT", typeGet: "GET", typeHas: "HAS", typeDelete: "DELETE", typeStat: "STAT",
+		typePutRoot: "PUTROOT", typeGetRoot: "GETROOT"}
 	base := t &^ replyBit
 	if base == 0 || int(base) >= len(names) {
 		return fmt.Sprintf("type 0x%02x", uint8(t))
@@ -54,13 +60,14 @@ func (t msgType) String() string {
 // unknown type.
 func headerLimit(t msgType) int {
 	switch t {
-	case typePut, typeGet, typeDelete:
+	case typePut, typeGet, typeDelete, typePutRoot, typeGetRoot:
 		return 128
 	case typeHas:
 		return 36 << 10
 	case typeStat:
 		return 16
-	case typePut | replyBit, typeGet | replyBit, typeDelete | replyBit, typeStat | replyBit:
+	case typePut | replyBit, typeGet | replyBit, typeDelete | replyBit, typeStat | replyBit,
+		typePutRoot | replyBit, typeGetRoot | replyBit:
 		return 512
 	case typeHas | replyBit:
 		return 2 << 10
@@ -83,10 +90,14 @@ const (
 	StatusTooLarge   Status = 7
 	StatusBadHash    Status = 8
 	StatusInternal   Status = 9
+	// Root protocol only (docs/protocol.md §5.3).
+	StatusBadSignature Status = 10
+	StatusStale        Status = 11
 )
 
 func (s Status) String() string {
-	names := [...]string{"", "ok", "not-found", "full", "not-owner", "bad-request", "busy", "too-large", "bad-hash", "internal"}
+	names := [...]string{"", "ok", "not-found", "full", "not-owner", "bad-request", "busy", "too-large", "bad-hash", "internal",
+		"bad-signature", "stale"}
 	if s == 0 || s >= Status(len(names)) {
 		return fmt.Sprintf("status %d", uint64(s))
 	}
@@ -109,13 +120,14 @@ type wireReply struct {
 	Used     uint64 `cbor:"5,keyasint,omitempty"`
 	Capacity uint64 `cbor:"6,keyasint,omitempty"`
 	Shards   uint64 `cbor:"7,keyasint,omitempty"`
+	Seq      uint64 `cbor:"8,keyasint,omitempty"` // PUTROOT, stale: the Seq the peer holds
 }
 
 // request is a decoded, validated request header.
 type request struct {
 	typ  msgType
-	id   peerdrive.ShardID   // PUT, GET, DELETE
-	size int                 // PUT
+	id   peerdrive.ShardID   // PUT, GET, DELETE; GETROOT: the owner key
+	size int                 // PUT, PUTROOT
 	ids  []peerdrive.ShardID // HAS
 }
 
@@ -264,6 +276,15 @@ func decodeRequest(t msgType, h []byte) (request, error) {
 			}
 		}
 	case typeStat:
+	case typePutRoot:
+		if w.Size > peerdrive.MaxRootSize {
+			return rq, fmt.Errorf("%s: %d-byte record: %w", t, w.Size, errTooLarge)
+		}
+		rq.size = int(w.Size)
+	case typeGetRoot:
+		if rq.id, ok = shardID(w.ID); !ok {
+			return rq, fmt.Errorf("%s: %d-byte owner: %w", t, len(w.ID), errMalformed)
+		}
 	default:
 		return rq, fmt.Errorf("%s: %w", t, errMalformed)
 	}
@@ -284,6 +305,10 @@ func encodeRequest(rq request) ([]byte, error) {
 		for i := range rq.ids {
 			w.IDs[i] = rq.ids[i][:]
 		}
+	case typePutRoot:
+		w.Size = uint64(rq.size)
+	case typeGetRoot:
+		w.ID = rq.id[:]
 	}
 	return appendMessage(nil, rq.typ, &w)
 }
@@ -303,6 +328,9 @@ func decodeReply(t msgType, h []byte) (wireReply, error) {
 	}
 	if w.Status == StatusOK && t == typeGet|replyBit && w.Size > MaxShardSize {
 		return w, fmt.Errorf("%s: %d-byte shard: %w", t, w.Size, errMalformed)
+	}
+	if w.Status == StatusOK && t == typeGetRoot|replyBit && w.Size > peerdrive.MaxRootSize {
+		return w, fmt.Errorf("%s: %d-byte record: %w", t, w.Size, errMalformed)
 	}
 	return w, nil
 }

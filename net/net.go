@@ -1,6 +1,7 @@
-// Package net runs PeerDrive's libp2p node: identity, host, peer discovery
-// and the shard protocol (docs/protocol.md). It moves opaque bytes and
-// imports none of PeerDrive's storage or filesystem packages.
+// Package net runs PeerDrive's libp2p node: identity, host, peer discovery,
+// the shard protocol and the root protocol (docs/protocol.md). It moves
+// opaque bytes and signed root records and imports none of PeerDrive's
+// storage or filesystem packages.
 package net
 
 import (
@@ -109,6 +110,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	shards *shardServer // nil until ServeShards
+	roots  *rootServer  // nil until ServeRoots
 }
 
 // Start builds a libp2p host for cfg and listens on every address in

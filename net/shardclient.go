@@ -22,13 +22,17 @@ import (
 // is a *StatusError that wraps one of them; a transport failure is returned
 // as is (wrapped with context), and an ended context as the context's error.
 var (
-	ErrNotFound = errors.New("shard not found on peer")
+	ErrNotFound = errors.New("not found on peer")
 	ErrFull     = errors.New("peer has no room for the shard")
 	ErrBusy     = errors.New("peer is busy")
 	ErrBadShard = errors.New("shard bytes do not match its ID")
 	ErrNotOwner = errors.New("not an owner of the shard on that peer")
 	ErrRefused  = errors.New("peer refused the request")
 	ErrProtocol = errors.New("peer broke the shard protocol")
+	// ErrStale is the root protocol's refusal of a record older than
+	// (or, at the same Seq, different from) the one the peer holds; it
+	// comes with ErrRefused.
+	ErrStale = errors.New("peer holds a newer root record")
 )
 
 // StatusError is a reply other than ok. errors.Is matches it against the
@@ -46,20 +50,24 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("peer %s: %s: %q", e.Peer, e.Status, e.Message)
 }
 
-func (e *StatusError) Unwrap() error {
+func (e *StatusError) Unwrap() []error {
 	switch e.Status {
 	case StatusNotFound:
-		return ErrNotFound
+		return []error{ErrNotFound}
 	case StatusFull:
-		return ErrFull
+		return []error{ErrFull}
 	case StatusNotOwner:
-		return ErrNotOwner
+		return []error{ErrNotOwner}
 	case StatusBusy:
-		return ErrBusy
+		return []error{ErrBusy}
 	case StatusBadHash:
-		return ErrBadShard
+		return []error{ErrBadShard}
+	case StatusBadSignature:
+		return []error{ErrRefused, peerdrive.ErrBadSignature}
+	case StatusStale:
+		return []error{ErrRefused, ErrStale}
 	}
-	return ErrRefused
+	return []error{ErrRefused}
 }
 
 // PeerStat is a storage peer's answer to STAT.

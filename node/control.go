@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/peerdrive/peerdrive/snapshot"
 )
 
 // Status is what `peerdrive status --json` prints.
@@ -42,6 +44,9 @@ type Status struct {
 	HeldShards        int64  `json:"held_for_peers_shards"`
 	StorageOnly       bool   `json:"storage_only,omitempty"`
 	LastUploadError   string `json:"last_upload_error,omitempty"`
+	ReadOnlyReason    string `json:"read_only_reason,omitempty"`
+	RootSeq           uint64 `json:"root_seq,omitempty"`
+	Writer            string `json:"writer,omitempty"`
 }
 
 // Status reports the node's figures.
@@ -65,6 +70,14 @@ func (n *Node) Status() Status {
 	if n.tree == nil {
 		return st
 	}
+	st.ReadOnlyReason = n.readOnlyWhy
+	if n.pub != nil {
+		if rec, body := n.pub.Known(); rec != nil {
+			st.Snapshots = len(body.History)
+			st.RootSeq = rec.Seq
+			st.Writer = rec.Writer
+		}
+	}
 	ts := n.tree.Stats()
 	rs := n.rep.Stats()
 	st.QuotaBytes = Quota(n.cfg.Contribute, n.cfg.DataShards, n.cfg.ParityShards)
@@ -80,19 +93,52 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// Sync flushes every write to the local store and waits until it is on
-// peers at full redundancy, reporting progress.
+// Sync flushes every write to the local store, waits until it is on peers
+// at full redundancy and publishes the tree: a new snapshot.
 func (n *Node) Sync(ctx context.Context, progress func(pending int64)) error {
 	if n.fs == nil {
 		return errors.New("a storage-only node has no drive to sync")
 	}
+	if n.cfg.ReadOnly {
+		return nil // nothing written here
+	}
+	_, err := n.Publish(ctx, progress)
+	return err
+}
+
+// Publish flushes the drive, uploads it and publishes a new root record:
+// a snapshot.
+func (n *Node) Publish(ctx context.Context, progress func(pending int64)) (snapshot.Info, error) {
+	if n.pub == nil || n.cfg.ReadOnly {
+		return snapshot.Info{}, errors.New("this node does not write a drive")
+	}
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
 	if err := n.fs.FlushAll(ctx); err != nil {
-		return err
+		return snapshot.Info{}, err
 	}
 	if err := n.tree.Sync(ctx); err != nil {
-		return err
+		return snapshot.Info{}, err
 	}
-	return n.rep.Sync(ctx, progress)
+	if err := n.rep.Sync(ctx, progress); err != nil {
+		return snapshot.Info{}, err
+	}
+	info, err := n.pub.Publish(ctx)
+	if err != nil {
+		return info, err
+	}
+	if rec, _, err := n.pub.Latest(ctx); err == nil {
+		n.roots.Put(ctx, rec) // this node answers for its own drive too
+	}
+	return info, nil
+}
+
+// Snapshots lists the drive's retained snapshots, newest first.
+func (n *Node) Snapshots(ctx context.Context) ([]snapshot.Info, error) {
+	if n.pub == nil {
+		return nil, errors.New("a storage-only node has no drive")
+	}
+	return n.pub.Snapshots(ctx)
 }
 
 // control serves the node's control socket: HTTP over a Unix socket that
@@ -142,6 +188,15 @@ func startControl(n *Node, path string) (*control, error) {
 			return
 		}
 		fmt.Fprintf(w, "ok\n")
+	})
+	mux.HandleFunc("GET /snapshots", func(w http.ResponseWriter, r *http.Request) {
+		list, err := n.Snapshots(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(list)
 	})
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "ok\n")
@@ -227,6 +282,25 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// Snapshots asks the node for the drive's snapshots.
+func (c *Client) Snapshots(ctx context.Context) ([]snapshot.Info, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://peerdrive/snapshots", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("snapshots: %s", strings.TrimSpace(string(b)))
+	}
+	var list []snapshot.Info
+	return list, json.NewDecoder(resp.Body).Decode(&list)
 }
 
 // Status asks the node for its status.

@@ -134,8 +134,12 @@ func writeNew(path string, data []byte, perm fs.FileMode) error {
 
 // Keys are a home's secrets, opened.
 type Keys struct {
-	Node  []byte // marshalled libp2p key
-	Drive *crypto.Keys
+	Node     []byte // marshalled libp2p key
+	Recovery *age.X25519Identity
+	// Drive is nil in a home made with init --from-key until the drive key
+	// comes back from the network with the drive's root record.
+	Drive        *crypto.Keys
+	WrappedDrive []byte // contents of drive-key.age
 }
 
 // LoadKeys reads the node key and unwraps the drive key with the recovery
@@ -156,16 +160,25 @@ func LoadKeys(home string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(home, RecoveryKeyFile), err)
 	}
+	k := &Keys{Node: nk, Recovery: x}
 	wrapped, err := os.ReadFile(filepath.Join(home, DriveKeyFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: no drive key in this home (restoring from the network comes with peers)", home)
+		return k, nil // to be restored from the network
 	}
 	if err != nil {
 		return nil, fmt.Errorf("drive key: %w", err)
 	}
-	dk, err := crypto.UnwrapDriveKey(wrapped, x)
-	if err != nil {
+	if err := k.setDrive(wrapped); err != nil {
 		return nil, fmt.Errorf("%s does not open %s: %w", filepath.Join(home, RecoveryKeyFile), filepath.Join(home, DriveKeyFile), err)
 	}
-	return &Keys{Node: nk, Drive: crypto.DeriveKeys(dk)}, nil
+	return k, nil
+}
+
+func (k *Keys) setDrive(wrapped []byte) error {
+	dk, err := crypto.UnwrapDriveKey(wrapped, k.Recovery)
+	if err != nil {
+		return err
+	}
+	k.Drive, k.WrappedDrive = crypto.DeriveKeys(dk), wrapped
+	return nil
 }

@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"time"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,10 +17,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
 	pfs "github.com/peerdrive/peerdrive/fs"
 	pnet "github.com/peerdrive/peerdrive/net"
 	"github.com/peerdrive/peerdrive/replica"
 	"github.com/peerdrive/peerdrive/segment"
+	"github.com/peerdrive/peerdrive/snapshot"
 	"github.com/peerdrive/peerdrive/store"
 	"github.com/peerdrive/peerdrive/tree"
 )
@@ -42,7 +48,20 @@ type Config struct {
 	// StorageOnly runs a node that stores shards for others and has no
 	// drive of its own (peerdrive serve).
 	StorageOnly bool
-	Log         *slog.Logger
+	// Snapshot, if not 0, mounts that snapshot read-only instead of the
+	// live drive.
+	Snapshot uint64
+	// Takeover makes this node the drive's writer even if another node's
+	// lease has not run out (the other machine is gone).
+	Takeover bool
+	// RestoreTimeout bounds the search for the drive's root record when
+	// the home has no drive yet (init --from-key). 0: 2 minutes.
+	RestoreTimeout time.Duration
+	// Retention of snapshots; zero: snapshot.DefaultRetention.
+	Retention snapshot.Retention
+	// Progress, if set, receives one-line progress messages (restore).
+	Progress func(msg string)
+	Log      *slog.Logger
 }
 
 // DefaultCacheSize bounds the local chunk cache when --cache-size is not given.
@@ -65,11 +84,20 @@ type Node struct {
 	log    *slog.Logger
 	db     *store.DB
 	shards *store.Shards
-	tree   *tree.Tree
-	rep    *replica.Replica
-	fs     *pfs.FS
-	net    *pnet.Node
-	ctl    *control
+	roots  *store.Roots
+	pub    *snapshot.Publisher
+	// readOnlyWhy says why a drive mounted read-only although not asked to.
+	readOnlyWhy string
+	bg          sync.WaitGroup
+	bgStop      chan struct{}
+	snapDB      *store.DB
+	snapDir     string
+	pubMu       sync.Mutex
+	tree        *tree.Tree
+	rep         *replica.Replica
+	fs          *pfs.FS
+	net         *pnet.Node
+	ctl         *control
 
 	mu         sync.Mutex
 	srv        *fuse.Server
@@ -110,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, stopReq: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Log, stopReq: make(chan struct{}), bgStop: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -133,6 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.net.ServeShards(n.shards)
+	n.roots = store.NewRoots(n.db)
+	n.net.ServeRoots(n.roots)
 	if err := n.net.WriteAddrs(filepath.Join(cfg.Home, AddrsFile)); err != nil {
 		return nil, err
 	}
@@ -150,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
-	cfg := n.cfg
+	cfg := &n.cfg
 	var err error
 	n.rep, err = replica.New(n.db, n.net, replica.Options{
 		Params:     segment.Params{K: cfg.DataShards, M: cfg.ParityShards},
@@ -160,8 +190,32 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 	if err != nil {
 		return err
 	}
-	n.tree, err = tree.Open(ctx, n.db, keys.Drive, tree.Options{
-		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: cfg.Log, Remote: n.rep,
+	owner := crypto.OwnerKey(keys.Recovery)
+	n.pub = &snapshot.Publisher{
+		DB: n.db, Rep: n.rep, Net: n.net, Owner: owner, RootKey: crypto.RootKey(keys.Recovery),
+		Writer: n.net.ID(), Lease: leaseTime, Retention: cfg.Retention, Log: cfg.Log,
+	}
+	if n.pub.Retention == (snapshot.Retention{}) {
+		n.pub.Retention = snapshot.DefaultRetention
+	}
+	if keys.Drive == nil {
+		if err := n.restore(ctx, keys); err != nil {
+			return err
+		}
+	} else if !cfg.ReadOnly && cfg.Snapshot == 0 {
+		n.checkLease(ctx, keys)
+	}
+	n.pub.Keys, n.pub.DriveKey = keys.Drive, keys.WrappedDrive
+
+	db, remote := n.db, tree.Remote(n.rep)
+	if cfg.Snapshot != 0 {
+		cfg.ReadOnly = true
+		if db, remote, err = n.openSnapshot(ctx, keys, cfg.Snapshot); err != nil {
+			return err
+		}
+	}
+	n.tree, err = tree.Open(ctx, db, keys.Drive, tree.Options{
+		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: cfg.Log, Remote: remote,
 		// Decrypted chunks in memory are a cache too: --cache-size bounds them.
 		ChunkCacheBytes: int(min(64<<20, cfg.CacheSize)),
 	})
@@ -171,7 +225,8 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 	if err != nil {
 		return err
 	}
-	n.fs = pfs.New(n.tree, n.db, pfs.Options{
+	n.pub.Stats = func() (uint64, uint64) { st := n.tree.Stats(); return st.Inodes, st.Used }
+	n.fs = pfs.New(n.tree, db, pfs.Options{
 		ReadOnly:   cfg.ReadOnly,
 		AllowOther: cfg.AllowOther,
 		Quota:      Quota(cfg.Contribute, cfg.DataShards, cfg.ParityShards),
@@ -184,7 +239,214 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		}
 	}
 	n.rep.Start()
+	if !cfg.ReadOnly {
+		n.bg.Add(1)
+		go n.publishLoop()
+	}
 	return nil
+}
+
+// Lease timing: the writer renews its lease well before it runs out; a
+// drive with no renewal for leaseTime has no writer.
+const (
+	leaseTime    = 60 * time.Second
+	renewEvery   = 20 * time.Second
+	publishEvery = 5 * time.Minute
+)
+
+func (n *Node) progress(format string, args ...any) {
+	if n.cfg.Progress != nil {
+		n.cfg.Progress(fmt.Sprintf(format, args...))
+	}
+}
+
+// waitPeers waits until some storage peer is connected, for at most d.
+func (n *Node) waitPeers(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for len(n.net.StoragePeers()) == 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// restore brings a drive back on a home that has only the recovery key:
+// it finds the newest root record, recovers the drive key from it and loads
+// the file tree from peers. File contents come later, on demand.
+func (n *Node) restore(ctx context.Context, keys *Keys) error {
+	d := n.cfg.RestoreTimeout
+	if d == 0 {
+		d = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	n.progress("restoring: looking for the drive's root record")
+	n.waitPeers(ctx, d)
+	owner := crypto.OwnerKey(keys.Recovery).Public().(ed25519.PublicKey)
+	var rec *peerdrive.RootRecord
+	for {
+		var err error
+		rec, err = n.net.FindRoot(ctx, owner)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("restore: %w (after %s; is a peer that holds the drive reachable with --bootstrap?)", snapshot.ErrNoRoot, d)
+		}
+		time.Sleep(time.Second)
+	}
+	body, err := snapshot.OpenBody(n.pub.RootKey, rec)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := keys.setDrive(body.DriveKey); err != nil {
+		return fmt.Errorf("restore: the recovery key does not open the drive key in the root record: %w", err)
+	}
+	n.progress("restoring: snapshot %d, %d files, %d tree pieces", body.Current.Seq, body.Current.Files, len(body.Current.Pieces))
+	err = snapshot.LoadManifest(ctx, n.rep, keys.Drive, &body.Current, n.db, func(done, total int) {
+		n.progress("restoring: tree piece %d of %d", done, total)
+	})
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := writeNew(filepath.Join(n.cfg.Home, DriveKeyFile), body.DriveKey, 0o600); err != nil {
+		return err
+	}
+	n.roots.Put(ctx, rec)
+	n.pub.Adopt(rec, body)
+	if rec.Writer != n.net.ID() && time.Now().UnixNano() < rec.LeaseUntil && !n.cfg.Takeover {
+		n.readOnly(fmt.Sprintf("node %s holds the drive's write lease until %s; mounted read-only (--takeover once that machine is gone)",
+			rec.Writer, time.Unix(0, rec.LeaseUntil).Format(time.RFC3339)))
+	}
+	n.progress("restored: the whole tree is here; file contents come from peers on demand")
+	return nil
+}
+
+// checkLease makes the mount read-only if another node writes the drive.
+func (n *Node) checkLease(ctx context.Context, keys *Keys) {
+	owner := crypto.OwnerKey(keys.Recovery).Public().(ed25519.PublicKey)
+	// What this node published last, kept in its own store.
+	if rec, err := n.roots.Get(ctx, owner); err == nil {
+		if body, err := snapshot.OpenBody(n.pub.RootKey, rec); err == nil {
+			n.pub.Adopt(rec, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n.waitPeers(ctx, 3*time.Second)
+	if len(n.net.StoragePeers()) == 0 {
+		return
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer fcancel()
+	rec, err := n.net.FindRoot(fctx, owner)
+	n.pub.MarkSearched()
+	if err != nil || rec.Writer == n.net.ID() {
+		if err == nil {
+			if body, err := snapshot.OpenBody(n.pub.RootKey, rec); err == nil {
+				n.pub.Adopt(rec, body)
+			}
+		}
+		return
+	}
+	switch {
+	case n.cfg.Takeover:
+		n.readOnly(fmt.Sprintf("node %s published the drive's newest tree (snapshot %d); this home's copy is older, so it cannot take over: restore into a fresh home (peerdrive init --from-key) and mount that with --takeover", rec.Writer, rec.Seq))
+	case time.Now().UnixNano() < rec.LeaseUntil:
+		n.readOnly(fmt.Sprintf("node %s holds the drive's write lease until %s; mounted read-only", rec.Writer, time.Unix(0, rec.LeaseUntil).Format(time.RFC3339)))
+	default:
+		n.readOnly(fmt.Sprintf("node %s published the drive's newest tree (snapshot %d); this home's copy is older; mounted read-only", rec.Writer, rec.Seq))
+	}
+}
+
+func (n *Node) readOnly(why string) {
+	n.cfg.ReadOnly = true
+	n.readOnlyWhy = why
+	n.log.Warn("drive mounted read-only", "why", why)
+}
+
+// ReadOnlyReason says why the drive is read-only although the user did not
+// ask for it ("" if it is not).
+func (n *Node) ReadOnlyReason() string { return n.readOnlyWhy }
+
+// openSnapshot loads snapshot seq's tree into a scratch store in the home
+// and returns it with a Remote that reads chunks from the local cache first,
+// then from peers.
+func (n *Node) openSnapshot(ctx context.Context, keys *Keys, seq uint64) (*store.DB, tree.Remote, error) {
+	hist, err := n.pub.Snapshots(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("snapshots: %w", err)
+	}
+	var info *snapshot.Info
+	for i := range hist {
+		if hist[i].Seq == seq {
+			info = &hist[i]
+		}
+	}
+	if info == nil {
+		return nil, nil, fmt.Errorf("no snapshot %d (peerdrive snapshots lists them)", seq)
+	}
+	m, err := snapshot.FetchManifest(ctx, n.rep, keys.Drive, *info)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.snapDir = filepath.Join(n.cfg.Home, "snapshots", fmt.Sprintf("%d-%d", seq, os.Getpid()))
+	os.RemoveAll(n.snapDir)
+	db, err := store.Open(n.snapDir, store.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	n.snapDB = db
+	if err := snapshot.LoadManifest(ctx, n.rep, keys.Drive, m, db, nil); err != nil {
+		return nil, nil, err
+	}
+	srep, err := replica.New(db, n.net, replica.Options{Params: segment.Params{K: n.cfg.DataShards, M: n.cfg.ParityShards}, Log: n.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, snapRemote{main: n.db, peers: srep}, nil
+}
+
+// snapRemote serves a snapshot's chunks from the live drive's cache when it
+// has them, else from peers.
+type snapRemote struct {
+	main  *store.DB
+	peers *replica.Replica
+}
+
+func (s snapRemote) Queued(int64)                     {}
+func (s snapRemote) Dropped(peerdrive.ChunkID, int64) {}
+func (s snapRemote) Accessed(peerdrive.ChunkID)       {}
+func (s snapRemote) Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, error) {
+	if b, err := s.main.Blobs().Get(ctx, id); err == nil {
+		return b, nil
+	}
+	return s.peers.Fetch(ctx, id)
+}
+
+// publishLoop renews the write lease and publishes the tree when it changed.
+func (n *Node) publishLoop() {
+	defer n.bg.Done()
+	renew := time.NewTicker(renewEvery)
+	defer renew.Stop()
+	lastPub := time.Now()
+	lastStats := n.tree.Stats()
+	for {
+		select {
+		case <-n.bgStop:
+			return
+		case <-renew.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), publishEvery)
+		if st := n.tree.Stats(); st != lastStats && time.Since(lastPub) >= publishEvery {
+			if _, err := n.Publish(ctx, nil); err != nil {
+				n.log.Warn("periodic snapshot failed", "err", err)
+			} else {
+				lastPub, lastStats = time.Now(), st
+			}
+		} else if err := n.pub.Renew(ctx); err != nil {
+			n.log.Warn("lease renewal failed", "err", err)
+		}
+		cancel()
+	}
 }
 
 // Addrs are the node's listen addresses with /p2p/ID.
@@ -249,6 +511,8 @@ func (n *Node) Close(ctx context.Context) error {
 
 func (n *Node) close(ctx context.Context) error {
 	var errs []error
+	close(n.bgStop)
+	n.bg.Wait()
 	if n.ctl != nil {
 		n.ctl.close()
 	}
@@ -257,6 +521,10 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	if n.rep != nil {
 		n.rep.Close()
+	}
+	if n.snapDB != nil {
+		n.snapDB.Close()
+		os.RemoveAll(n.snapDir)
 	}
 	if n.net != nil {
 		errs = append(errs, n.net.Close())

@@ -109,9 +109,20 @@ func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, err
 	if err != nil {
 		return nil, rec, fmt.Errorf("segment %d record: %w", num, err)
 	}
+	seg, err := r.FetchSegment(ctx, rec)
+	if err != nil {
+		return nil, rec, fmt.Errorf("segment %d: %w", num, err)
+	}
+	return seg, rec, nil
+}
+
+// FetchSegment rebuilds the segment that rec describes from any k of its
+// shards, verified. It needs no local record: a restore on a new machine
+// fetches the drive's metadata this way.
+func (r *Replica) FetchSegment(ctx context.Context, rec Segment) ([]byte, error) {
 	p := rec.Params
 	if len(rec.Shards) != p.N() {
-		return nil, rec, fmt.Errorf("segment %d: %d shards for %d+%d: %w", num, len(rec.Shards), p.K, p.M, store.ErrCorrupt)
+		return nil, fmt.Errorf("%d shards for %d+%d: %w", len(rec.Shards), p.K, p.M, store.ErrCorrupt)
 	}
 	type result struct {
 		i    int
@@ -149,13 +160,13 @@ func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, err
 	defer hedge.Stop()
 	for have < p.K {
 		if outstanding == 0 && !launch() {
-			return nil, rec, fmt.Errorf("segment %d: %w: %v", num, ErrUnavailable, errors.Join(errs...))
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, errors.Join(errs...))
 		} else if outstanding == 0 {
 			outstanding++
 		}
 		select {
 		case <-ctx.Done():
-			return nil, rec, ctx.Err()
+			return nil, ctx.Err()
 		case <-hedge.C:
 			if launch() {
 				outstanding++
@@ -165,7 +176,7 @@ func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, err
 			outstanding--
 			if res.err != nil {
 				errs = append(errs, fmt.Errorf("shard %d: %w", res.i, res.err))
-				r.log.Debug("shard fetch failed", "segment", num, "shard", res.i, "peer", peer.ID(rec.Shards[res.i].Peer), "err", res.err)
+				r.log.Debug("shard fetch failed", "shard", res.i, "peer", peer.ID(rec.Shards[res.i].Peer), "err", res.err)
 				if launch() {
 					outstanding++
 				}
@@ -175,11 +186,7 @@ func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, err
 			have++
 		}
 	}
-	seg, err := segment.Decode(p, shards, int(rec.Size))
-	if err != nil {
-		return nil, rec, fmt.Errorf("segment %d: %w", num, err)
-	}
-	return seg, rec, nil
+	return segment.Decode(p, shards, int(rec.Size))
 }
 
 // shardOrder lists the shards to ask for: data shards first, then parity,

@@ -239,6 +239,57 @@ func (r *Replica) Dropped(id peerdrive.ChunkID, sealedBytes int64) {
 	}
 }
 
+// QueueObject stores sealed bytes that are not file data (the drive's
+// metadata, published as snapshots) and queues them for upload like a chunk.
+// It is a no-op for an object already stored or placed.
+func (r *Replica) QueueObject(id peerdrive.ChunkID, sealed []byte) error {
+	queued := false
+	err := r.db.Update(int64(len(sealed)), func(tx *store.Txn) error {
+		if ok, err := tx.HasChunk(id); err != nil || ok {
+			return err
+		}
+		if ok, err := tx.Has(idKey(tagLocation, id)); err != nil || ok {
+			return err
+		}
+		if err := tx.PutChunk(id, sealed); err != nil {
+			return err
+		}
+		var sz [4]byte
+		binary.BigEndian.PutUint32(sz[:], uint32(len(sealed)))
+		queued = true
+		return tx.Set(QueueKey(id), sz[:])
+	})
+	if err == nil && queued {
+		r.Queued(int64(len(sealed)))
+	}
+	return err
+}
+
+// Locate returns where a placed chunk or object is: its segment record and
+// place in it. ErrUnavailable if it is not placed (yet).
+func (r *Replica) Locate(id peerdrive.ChunkID) (Segment, Location, error) {
+	var loc Location
+	var rec Segment
+	err := r.db.View(func(tx *store.Txn) error {
+		v, err := tx.Get(idKey(tagLocation, id))
+		if err != nil {
+			return err
+		}
+		if err := peerdrive.Unmarshal(v, &loc); err != nil {
+			return err
+		}
+		v, err = tx.Get(segKey(loc.Seg))
+		if err != nil {
+			return err
+		}
+		return peerdrive.Unmarshal(v, &rec)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return rec, loc, fmt.Errorf("%s: %w", id.Short(), ErrUnavailable)
+	}
+	return rec, loc, err
+}
+
 // Accessed marks a chunk as recently used.
 func (r *Replica) Accessed(id peerdrive.ChunkID) {
 	r.mu.Lock()

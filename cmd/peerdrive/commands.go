@@ -118,12 +118,16 @@ func mountCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			cfg.Progress = func(msg string) { fmt.Fprintf(os.Stderr, "peerdrive: %s\n", msg) }
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			for _, a := range n.Addrs() {
 				fmt.Fprintf(os.Stderr, "peerdrive: listening on %s\n", a)
+			}
+			if why := n.ReadOnlyReason(); why != "" {
+				fmt.Fprintf(os.Stderr, "peerdrive: %s\n", why)
 			}
 			if err := n.Mount(dir); err != nil {
 				n.Close(context.Background())
@@ -146,6 +150,12 @@ func mountCmd(g *globals) *cobra.Command {
 	}
 	nodeFlags(c, &cfg)
 	c.Flags().BoolVar(&cfg.ReadOnly, "read-only", false, "mount read-only")
+	c.Flags().Uint64Var(&cfg.Snapshot, "snapshot", 0, "mount this snapshot (an ID from 'peerdrive snapshots') read-only")
+	c.Flags().BoolVar(&cfg.Takeover, "takeover", false, "become the drive's writer although another node's lease has not run out (that machine is gone)")
+	c.Flags().DurationVar(&cfg.RestoreTimeout, "restore-timeout", 2*time.Minute, "how long to look for the drive on the network when the home has none yet")
+	c.Flags().IntVar(&cfg.Retention.Last, "keep-last", 10, "snapshots: keep the newest N")
+	c.Flags().IntVar(&cfg.Retention.Hourly, "keep-hourly", 24, "snapshots: keep one per hour for the last N hours")
+	c.Flags().IntVar(&cfg.Retention.Daily, "keep-daily", 30, "snapshots: keep one per day for the last N days")
 	c.Flags().BoolVar(&cfg.AllowOther, "allow-other", false, "let other local users use the mount (permissions still apply)")
 	return c
 }
@@ -185,5 +195,32 @@ func statusCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
+
+func snapshotsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "snapshots",
+		Short: "List the drive's snapshots (ID, time, files, bytes), newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			list, err := node.Dial(g.home).Snapshots(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(list)
+			}
+			fmt.Printf("%-8s %-25s %10s %12s\n", "ID", "TIME", "FILES", "BYTES")
+			for _, s := range list {
+				fmt.Printf("%-8d %-25s %10d %12s\n", s.Seq, time.Unix(0, s.Time).Format(time.RFC3339), s.Files, humanize.IBytes(s.Bytes))
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return c
 }
