@@ -16,7 +16,7 @@ import (
 
 // hedgeAfter is how long a shard request may take before another shard is
 // asked for as well.
-const hedgeAfter = 750 * time.Millisecond
+const hedgeAfter = 1500 * time.Millisecond
 
 type recentSeg struct {
 	num uint64
@@ -207,10 +207,16 @@ func (r *Replica) shardOrder(rec Segment) []int {
 	return append(up, down...)
 }
 
-// refill puts the live chunks of a fetched segment back into the cache.
+// refill puts the live chunks of a fetched segment back into the cache, if
+// the cache has room for them: with a cache smaller than what is being read,
+// writing fetched data to disk only to evict it again doubles the disk
+// traffic of a read (the last segment stays in memory anyway).
 func (r *Replica) refill(seg []byte, rec Segment) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.opts.CacheBytes > 0 && r.cache.size+r.cache.pinned+int64(len(seg)) > r.opts.CacheBytes {
+		return
+	}
 	var put []ChunkLoc
 	err := r.db.Update(int64(len(seg)), func(tx *store.Txn) error {
 		for _, c := range rec.Chunks {
