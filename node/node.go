@@ -312,9 +312,16 @@ func (n *Node) restore(ctx context.Context, keys *Keys) error {
 	}
 	n.roots.Put(ctx, rec)
 	n.pub.Adopt(rec, body)
-	if rec.Writer != n.net.ID() && time.Now().UnixNano() < rec.LeaseUntil && !n.cfg.Takeover {
+	switch {
+	case rec.Writer != n.net.ID() && time.Now().UnixNano() < rec.LeaseUntil && !n.cfg.Takeover:
 		n.readOnly(fmt.Sprintf("node %s holds the drive's write lease until %s; mounted read-only (--takeover once that machine is gone)",
 			rec.Writer, time.Unix(0, rec.LeaseUntil).Format(time.RFC3339)))
+	case !n.cfg.ReadOnly:
+		// Claim the lease before the mount appears, so that the old writer,
+		// should it come back, finds this node named and stays read-only.
+		if err := n.pub.Renew(ctx); err != nil {
+			return fmt.Errorf("restore: claim the write lease: %w", err)
+		}
 	}
 	n.progress("restored: the whole tree is here; file contents come from peers on demand")
 	return nil
