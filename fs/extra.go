@@ -8,6 +8,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
+	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/tree"
 )
 
@@ -38,7 +39,33 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > maxXattrValue {
 		return syscall.E2BIG
 	}
+	if attr == aclAccess {
+		return n.setAccessACL(meta(ctx), data)
+	}
 	if err := n.fsys.tree.SetXattr(meta(ctx), n.ino(), attr, append([]byte(nil), data...), flags); err != nil {
+		return n.errno("setxattr", err)
+	}
+	return 0
+}
+
+// setAccessACL sets the access ACL and the mode from it, as Linux does: an
+// ACL that says no more than the mode is not kept (posix_acl_update_mode).
+// The kernel ignores XATTR_CREATE and XATTR_REPLACE for ACLs.
+func (n *node) setAccessACL(ctx context.Context, data []byte) syscall.Errno {
+	a, err := parseACL(data)
+	if err != nil {
+		return syscall.EINVAL
+	}
+	_, err = n.fsys.tree.SetAttrXattr(ctx, n.ino(), aclAccess, func(in *peerdrive.Inode, _ []byte, _ bool) ([]byte, bool, error) {
+		mode, equiv := a.equivMode(in.Mode)
+		in.Mode = mode
+		in.Ctime = tree.Now()
+		if equiv || len(a) == 0 {
+			return nil, false, nil
+		}
+		return append([]byte(nil), data...), true, nil
+	})
+	if err != nil {
 		return n.errno("setxattr", err)
 	}
 	return 0
@@ -48,7 +75,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if e := n.roErr(); e != 0 {
 		return e
 	}
-	if err := n.fsys.tree.RemoveXattr(meta(ctx), n.ino(), attr); err != nil {
+	err := n.fsys.tree.RemoveXattr(meta(ctx), n.ino(), attr)
+	if errors.Is(err, tree.ErrNoData) && (attr == aclAccess || attr == aclDefault) {
+		return 0 // removing an ACL that is not there succeeds, as on ext4 and tmpfs
+	}
+	if err != nil {
 		return n.errno("removexattr", err)
 	}
 	return 0
@@ -112,8 +143,7 @@ func (n *node) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, siz
 			return syscall.EOPNOTSUPP
 		}
 		if off < in.Size {
-			zero := make([]byte, min(end, in.Size)-off)
-			if _, err := n.fsys.write(ctx, ino, zero, int64(off)); err != nil {
+			if err := n.fsys.zeroRange(ctx, ino, off, min(end, in.Size)); err != nil {
 				return n.errno("fallocate", err)
 			}
 		}

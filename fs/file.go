@@ -175,6 +175,7 @@ func (f *FS) freeBuf(b *chunkBuf) {
 
 // bufFor returns the dirty buffer of chunk idx, loading the chunk's stored
 // bytes unless the write [off, off+n) will cover all of them. st.mu is held.
+// Only a chunk fetched from peers honours the cancellation of ctx.
 func (f *FS) bufFor(ctx context.Context, st *fileState, idx int64, off, n int) (*chunkBuf, error) {
 	for {
 		if b, ok := st.dirty[idx]; ok {
@@ -185,7 +186,7 @@ func (f *FS) bufFor(ctx context.Context, st *fileState, idx int64, off, n int) (
 		}
 		st.cond.Wait() // one version of a chunk is sealed at a time
 	}
-	ref, ok, err := f.tree.ChunkRef(ctx, st.ino, idx)
+	ref, ok, err := f.tree.ChunkRef(context.WithoutCancel(ctx), st.ino, idx)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +221,29 @@ func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int6
 	if f.opts.Admit != nil {
 		f.opts.Admit(ctx.Done())
 	}
+	return f.writeData(ctx, ino, data, off)
+}
+
+// zeroRange writes zeros over [off, end) of the file, a chunk at a time.
+// Chunks that end up all zeros become holes, so it frees space: it is not
+// refused on a full disk or quota.
+func (f *FS) zeroRange(ctx context.Context, ino peerdrive.Ino, off, end uint64) error {
+	if f.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	zeros := make([]byte, min(end-off, chunkSize))
+	for off < end {
+		n := min(end-off, chunkSize-off%chunkSize)
+		if _, err := f.writeData(ctx, ino, zeros[:n], int64(off)); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// writeData is write without the checks for space.
+func (f *FS) writeData(ctx context.Context, ino peerdrive.Ino, data []byte, off int64) (int, error) {
 	st := f.state(ino)
 	st.mu.Lock()
 	var full []sealJob
@@ -264,7 +288,7 @@ func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int6
 		f.jobs <- j // blocks while the sealers are busy: back-pressure
 	}
 	if f.bufBytes.Load() > maxBufBytes {
-		if ferr := f.flushFile(ctx, st); err == nil {
+		if ferr := f.flushFile(context.WithoutCancel(ctx), st); err == nil {
 			err = ferr
 		}
 	}
@@ -336,6 +360,7 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 }
 
 // read fills dest from the file at off; it returns the number of bytes.
+// Only chunks fetched from peers honour the cancellation of ctx.
 func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64) (int, error) {
 	in, err := f.tree.Inode(ctx, ino)
 	if err != nil {
@@ -355,7 +380,7 @@ func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64
 			pos += int64(n)
 			continue
 		}
-		ref, ok, err := f.tree.ChunkRef(ctx, ino, idx)
+		ref, ok, err := f.tree.ChunkRef(context.WithoutCancel(ctx), ino, idx)
 		if err != nil {
 			return 0, err
 		}

@@ -45,6 +45,8 @@ type FS struct {
 	opts Options
 	log  *slog.Logger
 
+	umasks sync.Map // of requests in flight that make nodes: see umaskFS
+
 	mu    sync.Mutex
 	files map[peerdrive.Ino]*fileState
 	// unlinked holds inodes without links that the kernel may still use;
@@ -118,7 +120,9 @@ func (f *FS) MountOptions() *gofs.Options {
 		Options:       []string{"default_permissions"},
 		// Encrypted data cannot be handed to the kernel as a backing file.
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
-		ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+		// The kernel leaves the umask to us (see umaskFS): a default ACL
+		// replaces it.
+		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_DONT_MASK,
 	}
 	if f.opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -135,11 +139,66 @@ func (f *FS) MountOptions() *gofs.Options {
 
 // Mount mounts the drive on dir; the mount is live when it returns.
 func (f *FS) Mount(dir string) (*fuse.Server, error) {
-	srv, err := gofs.Mount(dir, f.Root(), f.MountOptions())
+	opts := f.MountOptions()
+	raw := &umaskFS{RawFileSystem: gofs.NewNodeFS(f.Root(), opts), fsys: f}
+	srv, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
 	return srv, nil
+}
+
+// umaskFS hands the umask of the requests that make nodes to the nodes:
+// with CAP_DONT_MASK the kernel leaves it to the filesystem (which applies
+// it unless the directory has a default ACL), and go-fuse's node API does
+// not carry it. It is found by the request's cancel channel, which is the
+// Done channel of the context the node gets.
+type umaskFS struct {
+	fuse.RawFileSystem
+	fsys *FS
+}
+
+func (u *umaskFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	defer u.fsys.withUmask(cancel, in.Umask)()
+	return u.RawFileSystem.Create(cancel, in, name, out)
+}
+
+func (u *umaskFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	defer u.fsys.withUmask(cancel, in.Umask)()
+	return u.RawFileSystem.Tmpfile(cancel, in, out)
+}
+
+func (u *umaskFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer u.fsys.withUmask(cancel, in.Umask)()
+	return u.RawFileSystem.Mkdir(cancel, in, name, out)
+}
+
+func (u *umaskFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer u.fsys.withUmask(cancel, in.Umask)()
+	return u.RawFileSystem.Mknod(cancel, in, name, out)
+}
+
+// withUmask records the umask of the request whose cancel channel is c,
+// until the returned function is called.
+func (f *FS) withUmask(c <-chan struct{}, umask uint32) func() {
+	f.umasks.Store(c, umask)
+	return func() { f.umasks.Delete(c) }
+}
+
+// umask returns the umask of the request of ctx. Without one (a request
+// that did not come through umaskFS), the kernel applied it already.
+func (f *FS) umask(ctx context.Context) uint32 {
+	if c := ctx.Done(); c != nil {
+		if v, ok := f.umasks.Load(c); ok {
+			return v.(uint32)
+		}
+	}
+	return 0
 }
 
 // Close seals every dirty buffer, writes all metadata durably and stops the

@@ -2,7 +2,12 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -45,17 +50,34 @@ var (
 	_ gofs.NodeSetxattrer    = (*node)(nil)
 	_ gofs.NodeRemovexattrer = (*node)(nil)
 	_ gofs.NodeListxattrer   = (*node)(nil)
+	_ gofs.NodeOnForgetter   = (*node)(nil)
+	_ gofs.NodeTmpfiler      = (*node)(nil)
 )
 
 func (n *node) ino() peerdrive.Ino { return peerdrive.Ino(n.StableAttr().Ino) }
 
-// meta returns a context for short metadata operations. They are not
-// cancelled: a FUSE interrupt can come from any signal (even the Go
-// runtime's SIGURG in the caller), and returning EINTR from mkdir or unlink
-// breaks callers that do not expect it. Long waits use the request's ctx.
+// meta returns a context for operations that do not wait long: metadata,
+// and file data in the local store. They are not cancelled: a FUSE
+// interrupt can come from any signal (even the Go runtime's SIGURG in the
+// caller), and local filesystems never fail mkdir or unlink with EINTR, nor
+// cut a read or write of a regular file short. Only long waits (fetching
+// chunks from peers, waiting for cache space) honour the request's ctx.
 func meta(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
-func (n *node) errno(op string, err error) syscall.Errno { return toErrno(n.fsys.log, op, err) }
+// errno maps err to an errno; a logged failure names the inode and its
+// path, and args add to that.
+func (n *node) errno(op string, err error, args ...any) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	return toErrno(n.fsys.log, op, err, append([]any{"ino", n.ino(), "path", nodePath{n}}, args...)...)
+}
+
+// nodePath logs the path of a node (relative to the mount), computed only
+// if the record is written.
+type nodePath struct{ n *node }
+
+func (p nodePath) LogValue() slog.Value { return slog.StringValue(p.n.Path(nil)) }
 
 func (n *node) roErr() syscall.Errno {
 	if n.fsys.opts.ReadOnly {
@@ -73,10 +95,40 @@ func fillAttr(ino peerdrive.Ino, in *peerdrive.Inode, a *fuse.Attr) {
 	a.Uid, a.Gid = in.UID, in.GID
 	a.Rdev = in.Rdev
 	a.Blksize = 1 << 20 // fewer, larger FUSE requests from cp and friends
-	a.Atime, a.Atimensec = uint64(in.Atime/1e9), uint32(in.Atime%1e9)
-	a.Mtime, a.Mtimensec = uint64(in.Mtime/1e9), uint32(in.Mtime%1e9)
-	a.Ctime, a.Ctimensec = uint64(in.Ctime/1e9), uint32(in.Ctime%1e9)
+	a.Atime, a.Atimensec = splitNanos(in.Atime)
+	a.Mtime, a.Mtimensec = splitNanos(in.Mtime)
+	a.Ctime, a.Ctimensec = splitNanos(in.Ctime)
 }
+
+// splitNanos splits nanoseconds since the epoch into seconds and
+// nanoseconds as FUSE carries them: the seconds are a two's complement
+// int64 (before 1970 they are negative), the nanoseconds always in
+// [0, 1e9).
+func splitNanos(ns int64) (uint64, uint32) {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return uint64(sec), uint32(nsec)
+}
+
+// nanos is the inverse of splitNanos for a time given by the kernel. Times
+// outside what an int64 of nanoseconds holds (years 1678 to 2262) are
+// clamped, as Linux clamps times to what a filesystem can store.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
 
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	in, err := n.fsys.tree.Inode(meta(ctx), n.ino())
@@ -110,7 +162,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			return n.errno("truncate", err)
 		}
 	}
-	in, err := n.fsys.tree.SetAttr(ctx, ino, func(in *peerdrive.Inode) error {
+	set := func(in *peerdrive.Inode) error {
 		changed := false
 		if m, ok := sa.GetMode(); ok {
 			in.Mode = in.Mode&syscall.S_IFMT | m&07777
@@ -125,21 +177,39 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			changed = true
 		}
 		if t, ok := sa.GetATime(); ok {
-			in.Atime = t.UnixNano()
+			in.Atime = nanos(t)
 			changed = true
 		}
 		if t, ok := sa.GetMTime(); ok {
-			in.Mtime = t.UnixNano()
+			in.Mtime = nanos(t)
 			changed = true
 		}
 		if changed {
 			in.Ctime = tree.Now()
 		}
 		if t, ok := sa.GetCTime(); ok {
-			in.Ctime = t.UnixNano()
+			in.Ctime = nanos(t)
 		}
 		return nil
-	})
+	}
+	var in peerdrive.Inode
+	var err error
+	if m, ok := sa.GetMode(); ok {
+		// The access ACL mirrors the mode: chmod changes both.
+		in, err = n.fsys.tree.SetAttrXattr(ctx, ino, aclAccess, func(in *peerdrive.Inode, v []byte, has bool) ([]byte, bool, error) {
+			if err := set(in); err != nil || !has {
+				return nil, false, err
+			}
+			a, err := parseACL(v)
+			if err != nil {
+				return nil, false, fmt.Errorf("access ACL: %w", wrapCorrupt(err))
+			}
+			a.chmod(m)
+			return a.bytes(), true, nil
+		})
+	} else {
+		in, err = n.fsys.tree.SetAttr(ctx, ino, set)
+	}
 	if err != nil {
 		return n.errno("setattr", err)
 	}
@@ -197,15 +267,16 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 // newInode fills the owner and mode of a node made by the caller in dir n,
-// with the setgid directory rule of Linux.
-func (n *node) newInode(ctx context.Context, mode uint32) (peerdrive.Inode, error) {
+// with the setgid directory rule of Linux, and returns the POSIX ACLs it
+// inherits (see acl.go). umask is the caller's.
+func (n *node) newInode(ctx context.Context, mode, umask uint32) (peerdrive.Inode, []peerdrive.Xattr, error) {
 	in := peerdrive.Inode{Mode: mode}
 	if c, ok := fuse.FromContext(ctx); ok {
 		in.UID, in.GID = c.Uid, c.Gid
 	}
 	p, err := n.fsys.tree.Inode(ctx, n.ino())
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	if p.Mode&syscall.S_ISGID != 0 {
 		in.GID = p.GID
@@ -213,7 +284,16 @@ func (n *node) newInode(ctx context.Context, mode uint32) (peerdrive.Inode, erro
 			in.Mode |= syscall.S_ISGID
 		}
 	}
-	return in, nil
+	def, err := n.fsys.tree.GetXattr(ctx, n.ino(), aclDefault)
+	if errors.Is(err, tree.ErrNoData) {
+		def, err = nil, nil
+	}
+	if err != nil {
+		return in, nil, err
+	}
+	var xs []peerdrive.Xattr
+	in.Mode, xs, err = createACLs(in.Mode, umask, def)
+	return in, xs, err
 }
 
 func (n *node) mknode(ctx context.Context, name string, mode uint32, fill func(*peerdrive.Inode), out *fuse.EntryOut) (*gofs.Inode, peerdrive.Ino, syscall.Errno) {
@@ -224,14 +304,14 @@ func (n *node) mknode(ctx context.Context, name string, mode uint32, fill func(*
 		return nil, 0, syscall.ENAMETOOLONG
 	}
 	ctx2 := meta(ctx)
-	in, err := n.newInode(ctx2, mode)
+	in, xs, err := n.newInode(ctx2, mode, n.fsys.umask(ctx))
 	if err != nil {
 		return nil, 0, n.errno("create", err)
 	}
 	if fill != nil {
 		fill(&in)
 	}
-	ino, in, err := n.fsys.tree.Mknode(ctx2, n.ino(), name, in)
+	ino, in, err := n.fsys.tree.Mknode(ctx2, n.ino(), name, in, xs...)
 	if err != nil {
 		return nil, 0, n.errno("create", err)
 	}
@@ -244,6 +324,28 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, e
 	}
 	n.fsys.open(ino)
+	return ch, &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Tmpfile creates a file without a name, for open(2) with O_TMPFILE. It is
+// purged once closed and forgotten, unless linked into place first.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if e := n.roErr(); e != 0 {
+		return nil, nil, 0, e
+	}
+	ctx2 := meta(ctx)
+	in, xs, err := n.newInode(ctx2, syscall.S_IFREG|mode&07777, n.fsys.umask(ctx))
+	if err != nil {
+		return nil, nil, 0, n.errno("tmpfile", err)
+	}
+	ino, in, err := n.fsys.tree.MkTemp(ctx2, n.ino(), in, xs...)
+	if err != nil {
+		return nil, nil, 0, n.errno("tmpfile", err)
+	}
+	n.fsys.open(ino)
+	n.fsys.dropped(ctx2, ino, true)
+	fillAttr(ino, &in, &out.Attr)
+	ch := n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(ino), Gen: 1})
 	return ch, &handle{}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -291,6 +393,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err != nil {
 		return nil, n.errno("link", err)
 	}
+	n.fsys.relinked(ino)
 	return n.child(ctx, ino, &in, out), 0
 }
 
@@ -299,14 +402,13 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return e
 	}
 	ctx = meta(ctx)
+	known := n.GetChild(name) != nil // go-fuse drops the child after we return
 	ino, in, err := n.fsys.tree.Unlink(ctx, n.ino(), name)
 	if err != nil {
 		return n.errno("unlink", err)
 	}
 	if in.Nlink == 0 {
-		if err := n.fsys.purgeIfUnlinked(ctx, ino); err != nil {
-			n.fsys.log.Warn("purge after unlink failed", "ino", ino, "err", err)
-		}
+		n.fsys.dropped(ctx, ino, known)
 	}
 	return 0
 }
@@ -316,13 +418,12 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return e
 	}
 	ctx = meta(ctx)
+	known := n.GetChild(name) != nil
 	ino, err := n.fsys.tree.Rmdir(ctx, n.ino(), name)
 	if err != nil {
 		return n.errno("rmdir", err)
 	}
-	if err := n.fsys.tree.Purge(ctx, ino); err != nil {
-		n.fsys.log.Warn("purge after rmdir failed", "ino", ino, "err", err)
-	}
+	n.fsys.dropped(ctx, ino, known)
 	return 0
 }
 
@@ -344,15 +445,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if flags&gofs.RENAME_EXCHANGE != 0 {
 		tf |= tree.RenameExchange
 	}
-	dir2 := peerdrive.Ino(newParent.EmbeddedInode().StableAttr().Ino)
-	replaced, rin, err := n.fsys.tree.Rename(ctx, n.ino(), name, dir2, newName, tf)
+	p2 := newParent.EmbeddedInode()
+	known := p2.GetChild(newName) != nil
+	replaced, rin, err := n.fsys.tree.Rename(ctx, n.ino(), name, peerdrive.Ino(p2.StableAttr().Ino), newName, tf)
 	if err != nil {
 		return n.errno("rename", err)
 	}
 	if replaced != 0 && rin.Nlink == 0 {
-		if err := n.fsys.purgeIfUnlinked(ctx, replaced); err != nil {
-			n.fsys.log.Warn("purge after rename failed", "ino", replaced, "err", err)
-		}
+		n.fsys.dropped(ctx, replaced, known)
 	}
 	return 0
 }
@@ -376,8 +476,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	c, err := n.fsys.read(ctx, n.ino(), dest, off)
 	if err != nil {
-		n.fsys.log.Error("read failed", "path", n.Path(nil), "ino", n.ino(), "off", off, "err", err)
-		return nil, n.errno("read", err)
+		return nil, n.errno("read", err, "off", off)
 	}
 	return fuse.ReadResultData(dest[:c]), 0
 }
@@ -385,7 +484,7 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	c, err := n.fsys.write(ctx, n.ino(), data, off)
 	if err != nil && c == 0 {
-		return 0, n.errno("write", err)
+		return 0, n.errno("write", err, "off", off)
 	}
 	return uint32(c), 0
 }
@@ -421,6 +520,9 @@ func (n *node) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	}
 	return 0
 }
+
+// OnForget is called when the kernel has forgotten the inode.
+func (n *node) OnForget() { n.fsys.forgotten(n.ino()) }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return n.fsys.statfs(out)

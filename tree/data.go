@@ -57,8 +57,11 @@ func isZero(b []byte) bool {
 // Commit puts sealed chunks into ino's chunk map in one atomic batch,
 // together with ino's current attributes. A chunk whose plaintext is already
 // stored is shared instead of stored again; chunks no longer referenced are
-// deleted.
+// deleted. With no chunks and no unwritten attributes it does nothing.
 func (t *Tree) Commit(ctx context.Context, ino peerdrive.Ino, chunks []Sealed) error {
+	if len(chunks) == 0 && !t.isDirty(ino) {
+		return nil // nothing to write: spare a transaction on every close
+	}
 	var need int64
 	for _, c := range chunks {
 		need += int64(len(c.Sealed))
@@ -282,13 +285,17 @@ func (t *Tree) ChunkRefs(ctx context.Context, ino peerdrive.Ino, from int64) (id
 	return idx, refs, err
 }
 
-// ReadChunk returns the verified plaintext of ref. The returned slice is
-// shared with a cache: callers must not change it.
+// ReadChunk returns the verified plaintext of ref, from the local store or
+// else from the remote. Only a fetch from the remote honours the
+// cancellation of ctx. The returned slice is shared with a cache: callers
+// must not change it.
 func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, error) {
 	if b, ok := t.chunks.get(ref.ID); ok {
 		return b, nil
 	}
-	sealed, err := t.db.Blobs().Get(ctx, ref.ID)
+	// The local store answers at once: only a fetch from peers is worth
+	// cancelling (an interrupt may come from any signal).
+	sealed, err := t.db.Blobs().Get(context.WithoutCancel(ctx), ref.ID)
 	switch {
 	case err == nil:
 		if t.remote != nil {
@@ -296,6 +303,9 @@ func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 		}
 	case errors.Is(err, store.ErrNotFound) && t.remote != nil:
 		sealed, err = t.remote.Fetch(ctx, ref.ID)
+		if cerr := ctx.Err(); err != nil && cerr != nil {
+			return nil, fmt.Errorf("chunk %s: fetch: %w", ref.ID.Short(), cerr)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("chunk %s: %w: %v", ref.ID.Short(), ErrUnavailable, err)
 		}

@@ -64,11 +64,11 @@ func (t *Tree) isEmpty(tx *store.Txn, dir peerdrive.Ino) (bool, error) {
 }
 
 // Mknode creates name in dir with the attributes in (Mode, UID, GID, Rdev,
-// Target); it sets the link count and times. For a directory it also counts
-// the new ".." link in dir.
-func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in peerdrive.Inode) (peerdrive.Ino, peerdrive.Inode, error) {
+// Target) and the extended attributes xattrs; it sets the link count and
+// times. For a directory it also counts the new ".." link in dir.
+func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in peerdrive.Inode, xattrs ...peerdrive.Xattr) (peerdrive.Ino, peerdrive.Inode, error) {
 	var ino peerdrive.Ino
-	err := t.update(ctx, 1024, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+	err := t.update(ctx, 1024+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		p, err := t.mod(touched, dir)
 		if err != nil {
 			return err
@@ -95,12 +95,66 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 		t.cache[ino] = &entry{ino: in}
 		touched[ino] = true
 		t.stats.Inodes++
+		if err := t.putXattrs(tx, ino, xattrs); err != nil {
+			return err
+		}
 		return t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: in.Mode & syscall.S_IFMT})
 	})
 	return ino, in, err
 }
 
-// Link adds name in dir for the existing non-directory ino.
+func xattrBytes(xs []peerdrive.Xattr) int64 {
+	var n int64
+	for _, x := range xs {
+		n += int64(len(x.Name)+len(x.Value)) + 64
+	}
+	return n
+}
+
+func (t *Tree) putXattrs(tx *store.Txn, ino peerdrive.Ino, xs []peerdrive.Xattr) error {
+	for _, x := range xs {
+		if err := t.putRecord(tx, t.xattrKey(ino, x.Name), &x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MkTemp creates a file with no name (open(2) with O_TMPFILE) for dir, with
+// the attributes in (Mode, UID, GID) and the extended attributes xattrs. It
+// has no links: it is an orphan, to be purged by the caller unless Link
+// gives it a name.
+func (t *Tree) MkTemp(ctx context.Context, dir peerdrive.Ino, in peerdrive.Inode, xattrs ...peerdrive.Xattr) (peerdrive.Ino, peerdrive.Inode, error) {
+	var ino peerdrive.Ino
+	err := t.update(ctx, 512+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		p, err := t.load(dir)
+		if err != nil {
+			return err
+		}
+		if !isDir(p.ino.Mode) {
+			return ErrNotDir
+		}
+		if isDir(in.Mode) {
+			return ErrInvalid
+		}
+		now := Now()
+		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
+		in.Nlink = 0
+		ino = t.allocIno()
+		t.cache[ino] = &entry{ino: in}
+		touched[ino] = true
+		t.stats.Inodes++
+		if err := t.putXattrs(tx, ino, xattrs); err != nil {
+			return err
+		}
+		return tx.Set(inoKey(tagOrphan, ino), nil)
+	})
+	return ino, in, err
+}
+
+// Link adds name in dir for the existing non-directory ino. An inode without
+// links gets its first one back: the kernel allows that only for files made
+// by MkTemp.
 func (t *Tree) Link(ctx context.Context, dir peerdrive.Ino, name string, ino peerdrive.Ino) (peerdrive.Inode, error) {
 	var out peerdrive.Inode
 	err := t.update(ctx, 512, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
@@ -115,15 +169,17 @@ func (t *Tree) Link(ctx context.Context, dir peerdrive.Ino, name string, ino pee
 		if isDir(c.Mode) {
 			return ErrIsDir
 		}
-		if c.Nlink == 0 {
-			return ErrNotFound // linking a deleted, still-open file: Linux says ENOENT
-		}
 		var old peerdrive.Dirent
 		switch err := t.lookup(tx, dir, name, &old); {
 		case err == nil:
 			return ErrExist
 		case !errors.Is(err, ErrNotFound):
 			return err
+		}
+		if c.Nlink == 0 {
+			if err := tx.Delete(inoKey(tagOrphan, ino)); err != nil {
+				return err
+			}
 		}
 		now := Now()
 		c.Nlink++
@@ -348,6 +404,7 @@ func (t *Tree) Purge(ctx context.Context, ino peerdrive.Ino) error {
 		if err != nil {
 			return err
 		}
+		t.snap(ino) // for rollback: it leaves the cache below
 		if e.ino.Nlink > 0 {
 			return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
 		}

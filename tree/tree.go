@@ -369,13 +369,14 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// On failure nothing reached the store: reload the touched inodes.
+	// On failure nothing reached the store: the cache goes back to what it
+	// held before (values and dirty flags), and inodes made by fn leave it.
 	touched := map[peerdrive.Ino]bool{}
-	saved := map[peerdrive.Ino]peerdrive.Inode{}
+	saved := map[peerdrive.Ino]entry{}
 	snapshot := func(ino peerdrive.Ino) {
 		if e, ok := t.cache[ino]; ok {
 			if _, done := saved[ino]; !done {
-				saved[ino] = e.ino
+				saved[ino] = *e
 			}
 		}
 	}
@@ -390,6 +391,7 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 		}
 		for ino := range touched {
 			if _, ok := t.cache[ino]; ok { // purged inodes left the cache
+				snapshot(ino) // writeInode clears the dirty flag
 				if err := t.writeInode(tx, ino); err != nil {
 					return err
 				}
@@ -408,11 +410,18 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 		return nil
 	})
 	if err != nil {
-		for ino, in := range saved {
-			t.cache[ino].ino = in
+		for ino, e := range saved {
+			if uint64(ino) >= next {
+				continue // made by fn
+			}
+			if cur, ok := t.cache[ino]; ok {
+				*cur = e
+			} else {
+				t.cache[ino] = &e
+			}
 		}
 		for ino := range touched {
-			if _, ok := saved[ino]; !ok {
+			if uint64(ino) >= next { // made by fn
 				delete(t.cache, ino)
 			}
 		}
@@ -492,17 +501,38 @@ func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.In
 	return e.ino, nil
 }
 
-// Flush writes every inode changed by Touch.
-func (t *Tree) Flush(ctx context.Context) error {
-	return t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-		for ino, e := range t.cache {
-			if e.dirty {
-				touched[ino] = true
-			}
-		}
-		return nil
-	})
+// isDirty reports whether ino has changes made by Touch not yet written.
+func (t *Tree) isDirty(ino peerdrive.Ino) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	e, ok := t.cache[ino]
+	return ok && e.dirty
 }
+
+// Flush writes every inode changed by Touch.
+// It writes them in batches: a store transaction holds only so many.
+func (t *Tree) Flush(ctx context.Context) error {
+	for {
+		more := false
+		err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+			for ino, e := range t.cache {
+				if e.dirty {
+					if len(touched) == flushBatch {
+						more = true
+						break
+					}
+					touched[ino] = true
+				}
+			}
+			return nil
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+const flushBatch = 4096 // inodes written by one transaction of Flush
 
 // Sync writes every change and makes it durable on disk.
 func (t *Tree) Sync(ctx context.Context) error {

@@ -83,3 +83,39 @@ func (t *Tree) ListXattr(ctx context.Context, ino peerdrive.Ino) ([]string, erro
 	})
 	return names, err
 }
+
+// SetAttrXattr changes ino's attributes and its extended attribute name in
+// one transaction, for attributes that mirror each other (a POSIX access
+// ACL and the mode). fn gets the attributes to change and the attribute's
+// value (has false if unset), and returns the value to keep (keep false
+// removes it).
+func (t *Tree) SetAttrXattr(ctx context.Context, ino peerdrive.Ino, name string, fn func(in *peerdrive.Inode, v []byte, has bool) (nv []byte, keep bool, err error)) (peerdrive.Inode, error) {
+	var out peerdrive.Inode
+	err := t.update(ctx, 4096, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+		in, err := t.mod(touched, ino)
+		if err != nil {
+			return err
+		}
+		k := t.xattrKey(ino, name)
+		var x peerdrive.Xattr
+		has := true
+		if err := t.getRecord(tx, k, &x); errors.Is(err, ErrNotFound) {
+			has = false
+		} else if err != nil {
+			return err
+		}
+		nv, keep, err := fn(in, x.Value, has)
+		if err != nil {
+			return err
+		}
+		out = *in
+		switch {
+		case keep:
+			return t.putRecord(tx, k, &peerdrive.Xattr{Name: name, Value: nv})
+		case has:
+			return tx.Delete(k)
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,1499 @@
+package fs
+
+// Linux semantics of the mounted drive, each case asserting exact errnos and
+// values. Every case runs on a fresh mount.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/peerdrive/peerdrive"
+)
+
+const mib = peerdrive.ChunkSize
+
+type semCase struct {
+	name string
+	fn   func(t *testing.T, d *testDrive)
+	opt  func(*Options)
+}
+
+func TestSemantics(t *testing.T) {
+	for _, c := range semCases {
+		t.Run(c.name, func(t *testing.T) {
+			d := mountDrive(t, c.opt)
+			c.fn(t, d)
+		})
+	}
+}
+
+// randBytes returns n pseudo-random bytes from seed.
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func open(t testing.TB, p string, flags int, mode uint32) int {
+	t.Helper()
+	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, mode)
+	if err != nil {
+		t.Fatalf("open %s: %v", p, err)
+	}
+	return fd
+}
+
+func closeFD(t testing.TB, fd int) {
+	t.Helper()
+	if err := unix.Close(fd); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
+func pwrite(t testing.TB, fd int, b []byte, off int64) {
+	t.Helper()
+	n, err := unix.Pwrite(fd, b, off)
+	if err != nil || n != len(b) {
+		t.Fatalf("pwrite %d bytes at %d: %d, %v", len(b), off, n, err)
+	}
+}
+
+func pread(t testing.TB, fd int, n int, off int64) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	got := 0
+	for got < n {
+		c, err := unix.Pread(fd, b[got:], off+int64(got))
+		if err != nil {
+			t.Fatalf("pread %d bytes at %d: %v", n, off, err)
+		}
+		if c == 0 {
+			break
+		}
+		got += c
+	}
+	return b[:got]
+}
+
+func fstat(t testing.TB, fd int) unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatalf("fstat: %v", err)
+	}
+	return st
+}
+
+func wantBytes(t testing.TB, what string, got, want []byte) {
+	t.Helper()
+	if bytes.Equal(got, want) {
+		return
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d bytes, want %d", what, len(got), len(want))
+	}
+	i := 0
+	for got[i] == want[i] {
+		i++
+	}
+	t.Fatalf("%s: first difference at byte %d: %#x, want %#x", what, i, got[i], want[i])
+}
+
+func wantNames(t testing.TB, dir string, want ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s holds %q, want %q", dir, got, want)
+	}
+}
+
+// waitFor polls cond for up to 5 s: the kernel sends RELEASE and FORGET
+// after close(2) has returned.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var semCases = []semCase{
+	{name: "CreateExcl", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+		closeFD(t, fd)
+		_, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+		wantErrno(t, "O_EXCL on a file", err, unix.EEXIST)
+		must(t, os.Mkdir(d.path("dir"), 0o755))
+		_, err = unix.Open(d.path("dir"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+		wantErrno(t, "O_EXCL on a directory", err, unix.EEXIST)
+		must(t, os.Symlink("nowhere", d.path("dangling")))
+		_, err = unix.Open(d.path("dangling"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+		wantErrno(t, "O_EXCL on a dangling symlink", err, unix.EEXIST)
+		// O_CREAT without O_EXCL opens the existing file and keeps its data.
+		writeFile(t, p, []byte("data"))
+		fd = open(t, p, unix.O_CREAT|unix.O_RDONLY, 0o600)
+		wantBytes(t, "O_CREAT on an existing file", pread(t, fd, 10, 0), []byte("data"))
+		closeFD(t, fd)
+		if st := lstat(t, p); st.Mode != unix.S_IFREG|0o644 {
+			t.Fatalf("mode %o, want %o", st.Mode, unix.S_IFREG|0o644)
+		}
+		_, err = unix.Open(d.path("missing/f"), unix.O_CREAT|unix.O_WRONLY, 0o644)
+		wantErrno(t, "create in a missing directory", err, unix.ENOENT)
+		_, err = unix.Open(d.path("f/g"), unix.O_CREAT|unix.O_WRONLY, 0o644)
+		wantErrno(t, "create under a file", err, unix.ENOTDIR)
+	}},
+	{name: "Umask", fn: func(t *testing.T, d *testDrive) {
+		old := unix.Umask(0o027)
+		defer unix.Umask(old)
+		closeFD(t, open(t, d.path("f"), unix.O_CREAT|unix.O_WRONLY, 0o666))
+		must(t, unix.Mkdir(d.path("d"), 0o777))
+		if st := lstat(t, d.path("f")); st.Mode != unix.S_IFREG|0o640 {
+			t.Fatalf("file mode %o, want %o", st.Mode, unix.S_IFREG|0o640)
+		}
+		if st := lstat(t, d.path("d")); st.Mode != unix.S_IFDIR|0o750 {
+			t.Fatalf("dir mode %o, want %o", st.Mode, unix.S_IFDIR|0o750)
+		}
+	}},
+	{name: "Append", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("abc"))
+		fd1 := open(t, p, unix.O_WRONLY|unix.O_APPEND, 0)
+		fd2 := open(t, p, unix.O_WRONLY|unix.O_APPEND, 0)
+		_, err := unix.Seek(fd1, 0, 0)
+		must(t, err)
+		for _, w := range []struct {
+			fd   int
+			data string
+		}{{fd1, "de"}, {fd2, "12"}, {fd1, "f"}} {
+			if n, err := unix.Write(w.fd, []byte(w.data)); err != nil || n != len(w.data) {
+				t.Fatalf("append %q: %d, %v", w.data, n, err)
+			}
+		}
+		if off, _ := unix.Seek(fd1, 0, 1); off != 8 {
+			t.Fatalf("offset after append %d, want 8", off)
+		}
+		closeFD(t, fd1)
+		closeFD(t, fd2)
+		wantBytes(t, "appended", readFile(t, p), []byte("abcde12f"))
+		// Appending across a chunk boundary.
+		big := randBytes(1, mib-2)
+		fd := open(t, p, unix.O_WRONLY|unix.O_APPEND, 0)
+		if n, err := unix.Write(fd, big); err != nil || n != len(big) {
+			t.Fatalf("append: %d, %v", n, err)
+		}
+		closeFD(t, fd)
+		wantBytes(t, "appended across a chunk", readFile(t, p), append([]byte("abcde12f"), big...))
+	}},
+	{name: "Trunc", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, randBytes(2, 2*mib+5))
+		ino := lstat(t, p).Ino
+		fd := open(t, p, unix.O_WRONLY|unix.O_TRUNC, 0)
+		if st := fstat(t, fd); st.Size != 0 || st.Ino != ino {
+			t.Fatalf("after O_TRUNC: size %d ino %d, want 0 and %d", st.Size, st.Ino, ino)
+		}
+		pwrite(t, fd, []byte("x"), 0)
+		closeFD(t, fd)
+		wantBytes(t, "after O_TRUNC", readFile(t, p), []byte("x"))
+		d.remount()
+		wantBytes(t, "after O_TRUNC and remount", readFile(t, p), []byte("x"))
+		if c := d.tree.Stats().Chunks; c != 1 {
+			t.Fatalf("%d chunks stored, want 1", c)
+		}
+	}},
+	{name: "SparseWrite", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		pwrite(t, fd, []byte("A"), 0)
+		end := int64(3*mib + 5)
+		pwrite(t, fd, []byte("B"), end)
+		if st := fstat(t, fd); st.Size != end+1 {
+			t.Fatalf("size %d, want %d", st.Size, end+1)
+		}
+		want := make([]byte, end+1)
+		want[0], want[end] = 'A', 'B'
+		wantBytes(t, "sparse file (buffered)", pread(t, fd, int(end)+100, 0), want)
+		closeFD(t, fd)
+		wantBytes(t, "sparse file", readFile(t, p), want)
+		if c := d.tree.Stats().Chunks; c != 2 {
+			t.Fatalf("%d chunks stored for two written bytes, want 2", c)
+		}
+		d.remount()
+		fd = open(t, p, unix.O_RDONLY, 0)
+		wantBytes(t, "hole after remount", pread(t, fd, 100, mib+10), make([]byte, 100))
+		wantBytes(t, "read at EOF", pread(t, fd, 10, end+1), nil)
+		wantBytes(t, "read past EOF", pread(t, fd, 10, end+1000), nil)
+		closeFD(t, fd)
+		wantBytes(t, "sparse file after remount", readFile(t, p), want)
+	}},
+	{name: "ChunkBoundary", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		data := randBytes(3, 100)
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		pwrite(t, fd, data, mib-50)
+		wantBytes(t, "across the boundary (buffered)", pread(t, fd, 100, mib-50), data)
+		must(t, unix.Fsync(fd))
+		if c := d.tree.Stats().Chunks; c != 2 {
+			t.Fatalf("%d chunks stored, want 2", c)
+		}
+		wantBytes(t, "across the boundary", pread(t, fd, 100, mib-50), data)
+		// One write that spans three chunks, not aligned.
+		big := randBytes(4, 2*mib+300)
+		pwrite(t, fd, big, mib-100)
+		closeFD(t, fd)
+		want := make([]byte, mib-100+len(big))
+		copy(want[mib-50:], data)
+		copy(want[mib-100:], big)
+		d.remount()
+		wantBytes(t, "after remount", readFile(t, p), want)
+	}},
+	{name: "OverwriteAfterRemount", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		want := randBytes(5, 5*mib/2)
+		writeFile(t, p, want)
+		d.remount()
+		fd := open(t, p, unix.O_RDWR, 0)
+		patch := randBytes(6, 10)
+		pwrite(t, fd, patch, 3*mib/2)
+		copy(want[3*mib/2:], patch)
+		patch2 := []byte("edge")
+		pwrite(t, fd, patch2, 2*mib-2) // straddles chunks 1 and 2
+		copy(want[2*mib-2:], patch2)
+		wantBytes(t, "patched (buffered)", pread(t, fd, len(want), 0), want)
+		closeFD(t, fd)
+		d.remount()
+		wantBytes(t, "patched after remount", readFile(t, p), want)
+		if st := lstat(t, p); st.Size != int64(len(want)) {
+			t.Fatalf("size %d, want %d", st.Size, len(want))
+		}
+		if c := d.tree.Stats().Chunks; c != 3 {
+			t.Fatalf("%d chunks stored, want 3 (replaced chunks must be freed)", c)
+		}
+	}},
+	{name: "TruncateShrinkGrow", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		data := randBytes(7, 3*mib)
+		writeFile(t, p, data)
+		cut := int64(3*mib/2 + 7)
+		must(t, unix.Truncate(p, cut))
+		if st := lstat(t, p); st.Size != cut {
+			t.Fatalf("size %d, want %d", st.Size, cut)
+		}
+		wantBytes(t, "after shrink", readFile(t, p), data[:cut])
+		must(t, unix.Truncate(p, 3*mib))
+		want := slices.Clone(data[:cut])
+		want = append(want, make([]byte, 3*mib-cut)...)
+		wantBytes(t, "after shrink and grow", readFile(t, p), want)
+		d.remount()
+		wantBytes(t, "after remount", readFile(t, p), want)
+		if c := d.tree.Stats().Chunks; c != 2 {
+			t.Fatalf("%d chunks stored, want 2", c)
+		}
+		must(t, unix.Truncate(p, 0))
+		if c := d.tree.Stats().Chunks; c != 0 {
+			t.Fatalf("%d chunks stored after truncate to 0, want 0", c)
+		}
+		wantErrno(t, "truncate a directory", unix.Truncate(d.mnt, 0), unix.EISDIR)
+		wantErrno(t, "truncate to a negative size", unix.Truncate(p, -1), unix.EINVAL)
+	}},
+	{name: "Ftruncate", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		data := randBytes(8, 100)
+		pwrite(t, fd, data, 0)
+		must(t, unix.Ftruncate(fd, 10))
+		if st := fstat(t, fd); st.Size != 10 {
+			t.Fatalf("size %d after ftruncate, want 10", st.Size)
+		}
+		wantBytes(t, "after ftruncate", pread(t, fd, 100, 0), data[:10])
+		must(t, unix.Ftruncate(fd, 4096))
+		want := append(slices.Clone(data[:10]), make([]byte, 4086)...)
+		wantBytes(t, "after ftruncate grow", pread(t, fd, 5000, 0), want)
+		pwrite(t, fd, []byte("z"), 20)
+		want[20] = 'z'
+		wantBytes(t, "write after grow", pread(t, fd, 5000, 0), want)
+		// Shrink into the middle of a dirty chunk, then grow: zeros.
+		big := randBytes(9, mib+10)
+		pwrite(t, fd, big, 0)
+		must(t, unix.Ftruncate(fd, 5))
+		must(t, unix.Ftruncate(fd, mib+20))
+		want = append(slices.Clone(big[:5]), make([]byte, mib+15)...)
+		wantBytes(t, "dirty shrink and grow", pread(t, fd, mib+100, 0), want)
+		closeFD(t, fd)
+		wantBytes(t, "after close", readFile(t, p), want)
+		rd := open(t, p, unix.O_RDONLY, 0)
+		wantErrno(t, "ftruncate of a read-only descriptor", unix.Ftruncate(rd, 0), unix.EINVAL)
+		closeFD(t, rd)
+	}},
+	{name: "UnlinkOpen", fn: func(t *testing.T, d *testDrive) {
+		before := d.tree.Stats()
+		p := d.path("f")
+		data := randBytes(10, 2*mib+3)
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		pwrite(t, fd, data, 0)
+		must(t, unix.Fsync(fd))
+		if c := d.tree.Stats().Chunks; c != before.Chunks+3 {
+			t.Fatalf("%d chunks, want %d", c, before.Chunks+3)
+		}
+		must(t, unix.Unlink(p))
+		var st unix.Stat_t
+		wantErrno(t, "stat after unlink", unix.Lstat(p, &st), unix.ENOENT)
+		wantNames(t, d.mnt)
+		if st := fstat(t, fd); st.Nlink != 0 || st.Size != int64(len(data)) {
+			t.Fatalf("fstat after unlink: nlink %d size %d", st.Nlink, st.Size)
+		}
+		wantBytes(t, "read after unlink", pread(t, fd, len(data), 0), data)
+		pwrite(t, fd, []byte("more"), int64(len(data)))
+		data = append(data, "more"...)
+		must(t, unix.Ftruncate(fd, int64(len(data))))
+		wantBytes(t, "read after write after unlink", pread(t, fd, len(data)+10, 0), data)
+		must(t, unix.Fsync(fd))
+		// Space is kept while the file is open...
+		if c := d.tree.Stats().Chunks; c != before.Chunks+3 {
+			t.Fatalf("%d chunks while open, want %d", c, before.Chunks+3)
+		}
+		closeFD(t, fd)
+		// ...and freed after close.
+		waitFor(t, "chunks of the unlinked file to be freed", func() bool {
+			s := d.tree.Stats()
+			return s.Chunks == before.Chunks && s.Inodes == before.Inodes
+		})
+		// Without an open file the space is freed at once.
+		writeFile(t, p, data)
+		must(t, unix.Unlink(p))
+		waitFor(t, "chunks of the unlinked file to be freed", func() bool {
+			return d.tree.Stats().Chunks == before.Chunks
+		})
+	}},
+	{name: "UnlinkOpenRemount", fn: func(t *testing.T, d *testDrive) {
+		// An open, unlinked file whose last close the kernel never
+		// reported is purged by the next mount.
+		p := d.path("f")
+		writeFile(t, p, randBytes(11, 100))
+		fd := open(t, p, unix.O_RDONLY, 0)
+		must(t, unix.Unlink(p))
+		closeFD(t, fd)
+		d.remount()
+		if s := d.tree.Stats(); s.Chunks != 0 || s.Inodes != 1 {
+			t.Fatalf("after remount: %+v, want no chunks and only the root", s)
+		}
+		orphans, err := d.tree.Orphans(context.Background())
+		must(t, err)
+		if len(orphans) != 0 {
+			t.Fatalf("orphans left: %v", orphans)
+		}
+	}},
+	{name: "RenameOverFile", fn: func(t *testing.T, d *testDrive) {
+		a, b := d.path("a"), d.path("b")
+		writeFile(t, a, []byte("AAA"))
+		writeFile(t, b, randBytes(12, mib+1))
+		ino := lstat(t, a).Ino
+		chunks := d.tree.Stats().Chunks
+		must(t, unix.Rename(a, b))
+		var st unix.Stat_t
+		wantErrno(t, "stat old name", unix.Lstat(a, &st), unix.ENOENT)
+		if st := lstat(t, b); st.Ino != ino || st.Size != 3 || st.Nlink != 1 {
+			t.Fatalf("renamed: ino %d size %d nlink %d, want %d 3 1", st.Ino, st.Size, st.Nlink, ino)
+		}
+		wantBytes(t, "renamed", readFile(t, b), []byte("AAA"))
+		wantNames(t, d.mnt, "b")
+		waitFor(t, "the replaced file's chunks to be freed", func() bool { return d.tree.Stats().Chunks == chunks-2 })
+		// A file renamed over while open stays readable through its descriptor.
+		writeFile(t, a, []byte("new"))
+		fd := open(t, b, unix.O_RDONLY, 0)
+		must(t, unix.Rename(a, b))
+		wantBytes(t, "replaced, still open", pread(t, fd, 10, 0), []byte("AAA"))
+		if st := fstat(t, fd); st.Nlink != 0 {
+			t.Fatalf("replaced file has nlink %d, want 0", st.Nlink)
+		}
+		closeFD(t, fd)
+		wantBytes(t, "replacement", readFile(t, b), []byte("new"))
+		// Renaming one link of a file onto another is a no-op.
+		must(t, unix.Link(b, a))
+		must(t, unix.Rename(a, b))
+		wantNames(t, d.mnt, "a", "b")
+		if st := lstat(t, b); st.Nlink != 2 {
+			t.Fatalf("nlink %d, want 2", st.Nlink)
+		}
+	}},
+	{name: "RenameAcrossDirs", fn: func(t *testing.T, d *testDrive) {
+		must(t, os.MkdirAll(d.path("d1/sub/deep"), 0o755))
+		must(t, os.Mkdir(d.path("d2"), 0o755))
+		writeFile(t, d.path("d1/f"), []byte("f"))
+		must(t, unix.Rename(d.path("d1/f"), d.path("d2/g")))
+		wantBytes(t, "moved file", readFile(t, d.path("d2/g")), []byte("f"))
+		wantNames(t, d.path("d1"), "sub")
+		wantNames(t, d.path("d2"), "g")
+		if n1, n2 := lstat(t, d.path("d1")).Nlink, lstat(t, d.path("d2")).Nlink; n1 != 3 || n2 != 2 {
+			t.Fatalf("after moving a file: nlink %d %d, want 3 2", n1, n2)
+		}
+		subIno := lstat(t, d.path("d1/sub")).Ino
+		must(t, unix.Rename(d.path("d1/sub"), d.path("d2/sub2")))
+		if n1, n2 := lstat(t, d.path("d1")).Nlink, lstat(t, d.path("d2")).Nlink; n1 != 2 || n2 != 3 {
+			t.Fatalf("after moving a directory: nlink %d %d, want 2 3", n1, n2)
+		}
+		if st := lstat(t, d.path("d2/sub2/..")); st.Ino != lstat(t, d.path("d2")).Ino {
+			t.Fatalf("moved directory's .. is inode %d, want d2", st.Ino)
+		}
+		if st := lstat(t, d.path("d2/sub2")); st.Ino != subIno || st.Nlink != 3 {
+			t.Fatalf("moved directory: ino %d nlink %d, want %d 3", st.Ino, st.Nlink, subIno)
+		}
+		wantNames(t, d.path("d2/sub2"), "deep")
+		wantErrno(t, "move a directory into itself", unix.Rename(d.path("d2"), d.path("d2/sub2/x")), unix.EINVAL)
+		d.remount()
+		if n1, n2 := lstat(t, d.path("d1")).Nlink, lstat(t, d.path("d2")).Nlink; n1 != 2 || n2 != 3 {
+			t.Fatalf("after remount: nlink %d %d, want 2 3", n1, n2)
+		}
+		wantNames(t, d.path("d2/sub2"), "deep")
+	}},
+	{name: "RenameDirs", fn: func(t *testing.T, d *testDrive) {
+		for _, p := range []string{"a", "b", "c", "c/x", "e"} {
+			must(t, os.Mkdir(d.path(p), 0o755))
+		}
+		writeFile(t, d.path("a/in"), []byte("a"))
+		writeFile(t, d.path("file"), []byte("file"))
+		ino := lstat(t, d.path("a")).Ino
+		if n := lstat(t, d.mnt).Nlink; n != 6 {
+			t.Fatalf("root nlink %d, want 6", n)
+		}
+		must(t, unix.Rename(d.path("a"), d.path("b"))) // over an empty directory
+		if st := lstat(t, d.path("b")); st.Ino != ino {
+			t.Fatalf("b is inode %d, want %d", st.Ino, ino)
+		}
+		wantNames(t, d.path("b"), "in")
+		if n := lstat(t, d.mnt).Nlink; n != 5 {
+			t.Fatalf("root nlink %d after replacing a directory, want 5", n)
+		}
+		wantErrno(t, "directory over a non-empty directory", unix.Rename(d.path("b"), d.path("c")), unix.ENOTEMPTY)
+		wantErrno(t, "file over a directory", unix.Rename(d.path("file"), d.path("e")), unix.EISDIR)
+		wantErrno(t, "directory over a file", unix.Rename(d.path("e"), d.path("file")), unix.ENOTDIR)
+		wantErrno(t, "missing source", unix.Rename(d.path("nothing"), d.path("x")), unix.ENOENT)
+		wantNames(t, d.mnt, "b", "c", "e", "file")
+		wantNames(t, d.path("c"), "x")
+	}},
+	{name: "RenameNoReplace", fn: func(t *testing.T, d *testDrive) {
+		writeFile(t, d.path("a"), []byte("a"))
+		writeFile(t, d.path("b"), []byte("b"))
+		err := unix.Renameat2(unix.AT_FDCWD, d.path("a"), unix.AT_FDCWD, d.path("b"), unix.RENAME_NOREPLACE)
+		wantErrno(t, "RENAME_NOREPLACE onto a file", err, unix.EEXIST)
+		wantBytes(t, "b untouched", readFile(t, d.path("b")), []byte("b"))
+		must(t, unix.Renameat2(unix.AT_FDCWD, d.path("a"), unix.AT_FDCWD, d.path("c"), unix.RENAME_NOREPLACE))
+		wantNames(t, d.mnt, "b", "c")
+		err = unix.Renameat2(unix.AT_FDCWD, d.path("b"), unix.AT_FDCWD, d.path("c"), unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE)
+		wantErrno(t, "NOREPLACE|EXCHANGE", err, unix.EINVAL)
+	}},
+	{name: "RenameExchange", fn: func(t *testing.T, d *testDrive) {
+		for _, p := range []string{"d1", "d2", "d2/dir", "d2/dir/sub"} {
+			must(t, os.Mkdir(d.path(p), 0o755))
+		}
+		writeFile(t, d.path("d1/file"), []byte("file"))
+		fileIno, dirIno := lstat(t, d.path("d1/file")).Ino, lstat(t, d.path("d2/dir")).Ino
+		if n1, n2 := lstat(t, d.path("d1")).Nlink, lstat(t, d.path("d2")).Nlink; n1 != 2 || n2 != 3 {
+			t.Fatalf("before: nlink %d %d, want 2 3", n1, n2)
+		}
+		must(t, unix.Renameat2(unix.AT_FDCWD, d.path("d1/file"), unix.AT_FDCWD, d.path("d2/dir"), unix.RENAME_EXCHANGE))
+		check := func(when string) {
+			t.Helper()
+			if st := lstat(t, d.path("d1/file")); st.Ino != dirIno || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				t.Fatalf("%s: d1/file is ino %d mode %o, want the directory %d", when, st.Ino, st.Mode, dirIno)
+			}
+			if st := lstat(t, d.path("d2/dir")); st.Ino != fileIno || st.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Fatalf("%s: d2/dir is ino %d mode %o, want the file %d", when, st.Ino, st.Mode, fileIno)
+			}
+			if n1, n2 := lstat(t, d.path("d1")).Nlink, lstat(t, d.path("d2")).Nlink; n1 != 3 || n2 != 2 {
+				t.Fatalf("%s: parents' nlink %d %d, want 3 2", when, n1, n2)
+			}
+			if st := lstat(t, d.path("d1/file/..")); st.Ino != lstat(t, d.path("d1")).Ino {
+				t.Fatalf("%s: exchanged directory's .. is inode %d, want d1", when, st.Ino)
+			}
+			wantNames(t, d.path("d1/file"), "sub")
+			wantBytes(t, when, readFile(t, d.path("d2/dir")), []byte("file"))
+		}
+		check("after exchange")
+		d.remount()
+		check("after remount")
+		err := unix.Renameat2(unix.AT_FDCWD, d.path("d1/file"), unix.AT_FDCWD, d.path("d2/none"), unix.RENAME_EXCHANGE)
+		wantErrno(t, "exchange with a missing name", err, unix.ENOENT)
+	}},
+	{name: "HardLinks", fn: func(t *testing.T, d *testDrive) {
+		must(t, os.Mkdir(d.path("sub"), 0o755))
+		a, b, c := d.path("a"), d.path("b"), d.path("sub/c")
+		writeFile(t, a, []byte("one"))
+		must(t, unix.Link(a, b))
+		must(t, unix.Link(b, c))
+		ino := lstat(t, a).Ino
+		for _, p := range []string{a, b, c} {
+			if st := lstat(t, p); st.Nlink != 3 || st.Ino != ino {
+				t.Fatalf("%s: nlink %d ino %d, want 3 %d", p, st.Nlink, st.Ino, ino)
+			}
+		}
+		writeFile(t, b, []byte("two"))
+		wantBytes(t, "through another link", readFile(t, c), []byte("two"))
+		wantErrno(t, "link over an existing name", unix.Link(a, c), unix.EEXIST)
+		wantErrno(t, "link a directory", unix.Link(d.path("sub"), d.path("sub2")), unix.EPERM)
+		wantErrno(t, "link a missing file", unix.Link(d.path("none"), d.path("x")), unix.ENOENT)
+		must(t, unix.Unlink(a))
+		for _, p := range []string{b, c} {
+			if st := lstat(t, p); st.Nlink != 2 {
+				t.Fatalf("%s: nlink %d after unlink, want 2", p, st.Nlink)
+			}
+		}
+		d.remount()
+		for _, p := range []string{b, c} {
+			if st := lstat(t, p); st.Nlink != 2 || st.Ino != ino {
+				t.Fatalf("%s after remount: nlink %d ino %d, want 2 %d", p, st.Nlink, st.Ino, ino)
+			}
+		}
+		must(t, unix.Unlink(b))
+		if st := lstat(t, c); st.Nlink != 1 {
+			t.Fatalf("nlink %d, want 1", st.Nlink)
+		}
+		wantBytes(t, "last link", readFile(t, c), []byte("two"))
+		must(t, unix.Unlink(c))
+		waitFor(t, "the file to be purged", func() bool {
+			s := d.tree.Stats()
+			return s.Chunks == 0 && s.Inodes == 2
+		})
+	}},
+	{name: "DirNlink", fn: func(t *testing.T, d *testDrive) {
+		if n := lstat(t, d.mnt).Nlink; n != 2 {
+			t.Fatalf("empty root nlink %d, want 2", n)
+		}
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		if n := lstat(t, d.path("d")).Nlink; n != 2 {
+			t.Fatalf("new directory nlink %d, want 2", n)
+		}
+		for _, p := range []string{"d/x", "d/y", "d/z"} {
+			must(t, os.Mkdir(d.path(p), 0o755))
+		}
+		writeFile(t, d.path("d/f"), nil)
+		must(t, unix.Mkfifo(d.path("d/p"), 0o644))
+		if n := lstat(t, d.path("d")).Nlink; n != 5 {
+			t.Fatalf("nlink %d with 3 subdirectories, want 5", n)
+		}
+		must(t, unix.Rmdir(d.path("d/x")))
+		if n := lstat(t, d.path("d")).Nlink; n != 4 {
+			t.Fatalf("nlink %d after rmdir, want 4", n)
+		}
+		if n := lstat(t, d.mnt).Nlink; n != 3 {
+			t.Fatalf("root nlink %d, want 3", n)
+		}
+		wantErrno(t, "rmdir a non-empty directory", unix.Rmdir(d.path("d")), unix.ENOTEMPTY)
+		wantErrno(t, "rmdir a file", unix.Rmdir(d.path("d/f")), unix.ENOTDIR)
+		wantErrno(t, "unlink a directory", unix.Unlink(d.path("d/y")), unix.EISDIR)
+		wantErrno(t, "rmdir a missing directory", unix.Rmdir(d.path("d/none")), unix.ENOENT)
+		wantErrno(t, "mkdir over a directory", unix.Mkdir(d.path("d/y"), 0o755), unix.EEXIST)
+		wantErrno(t, "mkdir over a file", unix.Mkdir(d.path("d/f"), 0o755), unix.EEXIST)
+		d.remount()
+		if n := lstat(t, d.path("d")).Nlink; n != 4 {
+			t.Fatalf("nlink %d after remount, want 4", n)
+		}
+	}},
+	{name: "RmdirOpen", fn: func(t *testing.T, d *testDrive) {
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		fd := open(t, d.path("d"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		must(t, unix.Rmdir(d.path("d")))
+		if st := fstat(t, fd); st.Nlink != 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			t.Fatalf("removed directory: nlink %d mode %o", st.Nlink, st.Mode)
+		}
+		_, err := unix.Openat(fd, "new", unix.O_CREAT|unix.O_WRONLY, 0o644)
+		wantErrno(t, "create in a removed directory", err, unix.ENOENT)
+		closeFD(t, fd)
+		waitFor(t, "the directory to be purged", func() bool { return d.tree.Stats().Inodes == 1 })
+	}},
+	{name: "Symlink", fn: func(t *testing.T, d *testDrive) {
+		l := d.path("l")
+		must(t, os.Symlink("target/x", l))
+		if got, err := os.Readlink(l); err != nil || got != "target/x" {
+			t.Fatalf("readlink: %q, %v", got, err)
+		}
+		if st := lstat(t, l); st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Size != 8 || st.Nlink != 1 {
+			t.Fatalf("lstat: mode %o size %d nlink %d", st.Mode, st.Size, st.Nlink)
+		}
+		wantErrno(t, "symlink over a name", unix.Symlink("x", l), unix.EEXIST)
+		writeFile(t, d.path("f"), []byte("data"))
+		_, err := unix.Readlink(d.path("f"), make([]byte, 10))
+		wantErrno(t, "readlink of a file", err, unix.EINVAL)
+		must(t, os.Symlink("f", d.path("lf")))
+		wantBytes(t, "through a symlink", readFile(t, d.path("lf")), []byte("data"))
+		var st unix.Stat_t
+		wantErrno(t, "stat a dangling symlink", unix.Stat(l, &st), unix.ENOENT)
+		long := strings.Repeat("a/", 2047) + "b" // 4095 bytes, the longest target
+		must(t, os.Symlink(long, d.path("long")))
+		d.remount()
+		if got, err := os.Readlink(d.path("long")); err != nil || got != long {
+			t.Fatalf("long target after remount: %d bytes, %v", len(got), err)
+		}
+		if got, _ := os.Readlink(l); got != "target/x" {
+			t.Fatalf("readlink after remount: %q", got)
+		}
+	}},
+	{name: "Mknod", fn: func(t *testing.T, d *testDrive) {
+		must(t, unix.Mkfifo(d.path("fifo"), 0o640))
+		if st := lstat(t, d.path("fifo")); st.Mode != unix.S_IFIFO|0o640 {
+			t.Fatalf("fifo mode %o", st.Mode)
+		}
+		dev := unix.Mkdev(1, 3)
+		must(t, unix.Mknod(d.path("null"), unix.S_IFCHR|0o600, int(dev)))
+		must(t, unix.Mknod(d.path("sock"), unix.S_IFSOCK|0o600, 0))
+		must(t, unix.Mknod(d.path("reg"), unix.S_IFREG|0o600, 0))
+		d.remount()
+		if st := lstat(t, d.path("null")); st.Mode != unix.S_IFCHR|0o600 || st.Rdev != dev {
+			t.Fatalf("device: mode %o rdev %#x, want rdev %#x", st.Mode, st.Rdev, dev)
+		}
+		if st := lstat(t, d.path("sock")); st.Mode != unix.S_IFSOCK|0o600 {
+			t.Fatalf("socket mode %o", st.Mode)
+		}
+		if st := lstat(t, d.path("reg")); st.Mode != unix.S_IFREG|0o600 || st.Size != 0 {
+			t.Fatalf("regular file mode %o", st.Mode)
+		}
+		if st := lstat(t, d.path("fifo")); st.Mode != unix.S_IFIFO|0o640 {
+			t.Fatalf("fifo mode %o after remount", st.Mode)
+		}
+		wantErrno(t, "mknod over a name", unix.Mkfifo(d.path("fifo"), 0o600), unix.EEXIST)
+	}},
+	{name: "Chmod", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("x"))
+		for _, m := range []uint32{0, 0o7777, 0o4755, 0o2700, 0o1777, 0o644} {
+			must(t, unix.Chmod(p, m))
+			if st := lstat(t, p); st.Mode != unix.S_IFREG|m {
+				t.Fatalf("after chmod %o: mode %o", m, st.Mode)
+			}
+		}
+		must(t, unix.Chmod(p, 0))
+		// Root opens a 0000 file anyway (CAP_DAC_OVERRIDE).
+		wantBytes(t, "mode 0000, as root", readFile(t, p), []byte("x"))
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		must(t, unix.Chmod(d.path("d"), 0))
+		d.remount()
+		if st := lstat(t, p); st.Mode != unix.S_IFREG {
+			t.Fatalf("after remount: mode %o", st.Mode)
+		}
+		if st := lstat(t, d.path("d")); st.Mode != unix.S_IFDIR {
+			t.Fatalf("directory after remount: mode %o", st.Mode)
+		}
+		before := lstat(t, p)
+		time.Sleep(2 * time.Millisecond)
+		must(t, unix.Chmod(p, 0o600))
+		if st := lstat(t, p); unix.TimespecToNsec(st.Ctim) <= unix.TimespecToNsec(before.Ctim) || st.Mtim != before.Mtim {
+			t.Fatalf("chmod must change ctime only: ctime %v -> %v, mtime %v -> %v", before.Ctim, st.Ctim, before.Mtim, st.Mtim)
+		}
+	}},
+	{name: "SetgidDir", fn: func(t *testing.T, d *testDrive) {
+		dir := d.path("g")
+		must(t, os.Mkdir(dir, 0o755))
+		must(t, unix.Chown(dir, -1, 1234))
+		must(t, unix.Chmod(dir, 0o2775))
+		if st := lstat(t, dir); st.Mode != unix.S_IFDIR|0o2775 || st.Gid != 1234 {
+			t.Fatalf("dir mode %o gid %d", st.Mode, st.Gid)
+		}
+		writeFile(t, filepath.Join(dir, "f"), nil)
+		must(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
+		must(t, unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+		must(t, os.Symlink("x", filepath.Join(dir, "l")))
+		for _, n := range []string{"f", "fifo", "l"} {
+			if st := lstat(t, filepath.Join(dir, n)); st.Gid != 1234 || st.Mode&unix.S_ISGID != 0 {
+				t.Fatalf("%s: gid %d mode %o, want gid 1234 without setgid", n, st.Gid, st.Mode)
+			}
+		}
+		if st := lstat(t, filepath.Join(dir, "sub")); st.Gid != 1234 || st.Mode != unix.S_IFDIR|unix.S_ISGID|0o755 {
+			t.Fatalf("subdirectory: gid %d mode %o, want 1234 and %o", st.Gid, st.Mode, unix.S_IFDIR|unix.S_ISGID|0o755)
+		}
+		writeFile(t, filepath.Join(dir, "sub/deeper"), nil)
+		if st := lstat(t, filepath.Join(dir, "sub/deeper")); st.Gid != 1234 {
+			t.Fatalf("file two levels down: gid %d", st.Gid)
+		}
+		// Outside the setgid directory, the creator's group.
+		writeFile(t, d.path("plain"), nil)
+		if st := lstat(t, d.path("plain")); st.Gid != uint32(os.Getgid()) {
+			t.Fatalf("gid %d outside, want %d", st.Gid, os.Getgid())
+		}
+	}},
+	{name: "Chown", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("x"))
+		must(t, unix.Chown(p, 1000, 2000))
+		if st := lstat(t, p); st.Uid != 1000 || st.Gid != 2000 {
+			t.Fatalf("uid %d gid %d", st.Uid, st.Gid)
+		}
+		must(t, unix.Chown(p, -1, 3000))
+		if st := lstat(t, p); st.Uid != 1000 || st.Gid != 3000 {
+			t.Fatalf("after chown -1: uid %d gid %d", st.Uid, st.Gid)
+		}
+		must(t, os.Symlink("f", d.path("l")))
+		must(t, unix.Lchown(d.path("l"), 7, 8))
+		if st := lstat(t, d.path("l")); st.Uid != 7 || st.Gid != 8 {
+			t.Fatalf("symlink: uid %d gid %d", st.Uid, st.Gid)
+		}
+		if st := lstat(t, p); st.Uid != 1000 {
+			t.Fatalf("lchown followed the link")
+		}
+		// chown clears setuid, and setgid with group execute, of a file.
+		must(t, unix.Chmod(p, 0o6755))
+		must(t, unix.Chown(p, 1001, -1))
+		if st := lstat(t, p); st.Mode != unix.S_IFREG|0o755 {
+			t.Fatalf("after chown of a setuid file: mode %o, want %o", st.Mode, unix.S_IFREG|0o755)
+		}
+		d.remount()
+		if st := lstat(t, p); st.Uid != 1001 || st.Gid != 3000 || st.Mode != unix.S_IFREG|0o755 {
+			t.Fatalf("after remount: uid %d gid %d mode %o", st.Uid, st.Gid, st.Mode)
+		}
+	}},
+	{name: "Utimens", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("x"))
+		ts := []unix.Timespec{{Sec: 1_000_000_000, Nsec: 123_456_789}, {Sec: 2_000_000_000, Nsec: 987_654_321}}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0))
+		st := lstat(t, p)
+		if st.Atim != ts[0] || st.Mtim != ts[1] {
+			t.Fatalf("atime %v mtime %v, want %v %v", st.Atim, st.Mtim, ts[0], ts[1])
+		}
+		before := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}, 0))
+		st = lstat(t, p)
+		if at := time.Unix(st.Atim.Unix()); at.Before(before) || time.Since(at) > time.Minute {
+			t.Fatalf("UTIME_NOW gave atime %v, want about %v", at, before)
+		}
+		if st.Mtim != ts[1] {
+			t.Fatalf("UTIME_OMIT changed mtime to %v", st.Mtim)
+		}
+		if ct := time.Unix(st.Ctim.Unix()); ct.Before(before) {
+			t.Fatalf("ctime %v not updated", ct)
+		}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
+		st2 := lstat(t, p)
+		if st2.Atim != st.Atim || time.Unix(st2.Mtim.Unix()).Before(before) {
+			t.Fatalf("UTIME_OMIT/UTIME_NOW: atime %v -> %v, mtime %v", st.Atim, st2.Atim, st2.Mtim)
+		}
+		// Times before 1970 and on a symlink.
+		must(t, os.Symlink("f", d.path("l")))
+		old := []unix.Timespec{{Sec: -1, Nsec: 5}, {Sec: -86400, Nsec: 999_999_999}}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, d.path("l"), old, unix.AT_SYMLINK_NOFOLLOW))
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0))
+		d.remount()
+		if st := lstat(t, d.path("l")); st.Atim != old[0] || st.Mtim != old[1] {
+			t.Fatalf("symlink after remount: atime %v mtime %v, want %v", st.Atim, st.Mtim, old)
+		}
+		if st := lstat(t, p); st.Atim != ts[0] || st.Mtim != ts[1] {
+			t.Fatalf("after remount: atime %v mtime %v, want %v %v", st.Atim, st.Mtim, ts[0], ts[1])
+		}
+	}},
+	{name: "WriteTimes", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("x"))
+		ts := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0))
+		before := time.Now().Add(-time.Second)
+		writeFile(t, p, []byte("y"))
+		st := lstat(t, p)
+		if mt := time.Unix(st.Mtim.Unix()); mt.Before(before) {
+			t.Fatalf("write left mtime at %v", mt)
+		}
+		dirBefore := lstat(t, d.mnt)
+		time.Sleep(2 * time.Millisecond)
+		writeFile(t, d.path("g"), nil)
+		if st := lstat(t, d.mnt); unix.TimespecToNsec(st.Mtim) <= unix.TimespecToNsec(dirBefore.Mtim) {
+			t.Fatalf("create left the directory's mtime at %v", st.Mtim)
+		}
+	}},
+	{name: "Xattr", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, nil)
+		must(t, unix.Setxattr(p, "user.a", []byte("value-a"), 0))
+		must(t, unix.Setxattr(p, "user.empty", nil, 0))
+		buf := make([]byte, 100)
+		n, err := unix.Getxattr(p, "user.a", buf)
+		if err != nil || string(buf[:n]) != "value-a" {
+			t.Fatalf("getxattr: %q, %v", buf[:n], err)
+		}
+		if n, err := unix.Getxattr(p, "user.a", nil); err != nil || n != 7 {
+			t.Fatalf("getxattr size: %d, %v", n, err)
+		}
+		if n, err := unix.Getxattr(p, "user.empty", buf); err != nil || n != 0 {
+			t.Fatalf("empty value: %d, %v", n, err)
+		}
+		_, err = unix.Getxattr(p, "user.a", make([]byte, 3))
+		wantErrno(t, "getxattr into a small buffer", err, unix.ERANGE)
+		_, err = unix.Getxattr(p, "user.none", buf)
+		wantErrno(t, "getxattr of a missing name", err, unix.ENODATA)
+		wantErrno(t, "XATTR_CREATE on an existing name", unix.Setxattr(p, "user.a", []byte("x"), unix.XATTR_CREATE), unix.EEXIST)
+		wantErrno(t, "XATTR_REPLACE on a missing name", unix.Setxattr(p, "user.b", []byte("x"), unix.XATTR_REPLACE), unix.ENODATA)
+		must(t, unix.Setxattr(p, "user.a", []byte("replaced"), unix.XATTR_REPLACE))
+		must(t, unix.Setxattr(p, "user.b", []byte("b"), unix.XATTR_CREATE))
+		list := func() []string {
+			t.Helper()
+			sz, err := unix.Listxattr(p, nil)
+			must(t, err)
+			b := make([]byte, sz)
+			n, err := unix.Listxattr(p, b)
+			must(t, err)
+			var names []string
+			for _, s := range strings.Split(string(b[:n]), "\x00") {
+				if s != "" {
+					names = append(names, s)
+				}
+			}
+			slices.Sort(names)
+			return names
+		}
+		if got := list(); !slices.Equal(got, []string{"user.a", "user.b", "user.empty"}) {
+			t.Fatalf("listxattr: %q", got)
+		}
+		_, err = unix.Listxattr(p, make([]byte, 5))
+		wantErrno(t, "listxattr into a small buffer", err, unix.ERANGE)
+		must(t, unix.Removexattr(p, "user.b"))
+		wantErrno(t, "removexattr of a missing name", unix.Removexattr(p, "user.b"), unix.ENODATA)
+		big := randBytes(13, 64<<10)
+		must(t, unix.Setxattr(p, "user.big", big, 0))
+		got := make([]byte, len(big))
+		if n, err := unix.Getxattr(p, "user.big", got); err != nil || n != len(big) || !bytes.Equal(got, big) {
+			t.Fatalf("64 KiB value: %d, %v", n, err)
+		}
+		wantErrno(t, "name longer than 255", unix.Setxattr(p, "user."+strings.Repeat("n", 251), nil, 0), unix.ERANGE)
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		must(t, unix.Setxattr(d.path("d"), "user.dir", []byte("d"), 0))
+		d.remount()
+		if got := list(); !slices.Equal(got, []string{"user.a", "user.big", "user.empty"}) {
+			t.Fatalf("listxattr after remount: %q", got)
+		}
+		n, err = unix.Getxattr(p, "user.a", buf)
+		if err != nil || string(buf[:n]) != "replaced" {
+			t.Fatalf("after remount: %q, %v", buf[:n], err)
+		}
+		if n, err := unix.Getxattr(d.path("d"), "user.dir", buf); err != nil || string(buf[:n]) != "d" {
+			t.Fatalf("directory xattr after remount: %q, %v", buf[:n], err)
+		}
+		// Removing the file removes its attributes with it.
+		must(t, unix.Unlink(p))
+		waitFor(t, "the file to be purged", func() bool { return d.tree.Stats().Inodes == 2 })
+	}},
+	{name: "Statfs", opt: func(o *Options) { o.Quota = 16 * mib }, fn: func(t *testing.T, d *testDrive) {
+		var st unix.Statfs_t
+		must(t, unix.Statfs(d.mnt, &st))
+		if st.Type != unix.FUSE_SUPER_MAGIC || st.Bsize != 4096 || st.Frsize != 4096 || st.Namelen != 255 {
+			t.Fatalf("statfs: type %#x bsize %d frsize %d namelen %d", st.Type, st.Bsize, st.Frsize, st.Namelen)
+		}
+		if st.Blocks != 16*mib/4096 {
+			t.Fatalf("%d blocks, want the quota, %d", st.Blocks, 16*mib/4096)
+		}
+		if st.Bfree != st.Blocks || st.Bavail != st.Bfree {
+			t.Fatalf("empty drive: bfree %d bavail %d of %d", st.Bfree, st.Bavail, st.Blocks)
+		}
+		writeFile(t, d.path("f"), randBytes(14, 4*mib))
+		must(t, unix.Statfs(d.mnt, &st))
+		if used := st.Blocks - st.Bfree; used != 4*mib/4096 {
+			t.Fatalf("4 MiB written take %d blocks, want %d", used, 4*mib/4096)
+		}
+		// Holes take no space: a sparse write far out fits.
+		fd := open(t, d.path("big"), unix.O_CREAT|unix.O_WRONLY, 0o644)
+		pwrite(t, fd, []byte("x"), 1<<40)
+		must(t, unix.Ftruncate(fd, 0))
+		// Writing past the quota fails with ENOSPC.
+		d.logs.expectLog(func(r logRec) bool { return strings.Contains(r.Attrs["err"], ErrQuota.Error()) })
+		var written int64
+		var err error
+		for err == nil && written < 32*mib {
+			var n int
+			// Distinct data: identical chunks would be stored once.
+			n, err = unix.Pwrite(fd, randBytes(uint64(1000+written), mib), written)
+			written += int64(max(n, 0))
+		}
+		wantErrno(t, "write past the quota", err, unix.ENOSPC)
+		if written < 10*mib || written > 12*mib {
+			t.Fatalf("%d bytes written before ENOSPC, want 10 to 12 MiB", written)
+		}
+		// Punching holes frees space, on a full drive too.
+		must(t, unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, written))
+		must(t, unix.Fsync(fd))
+		must(t, unix.Statfs(d.mnt, &st))
+		if used := st.Blocks - st.Bfree; used != 4*mib/4096 {
+			t.Fatalf("after punching the file's data: %d blocks used, want %d", used, 4*mib/4096)
+		}
+		closeFD(t, fd)
+		must(t, unix.Unlink(d.path("big")))
+		waitFor(t, "space to be freed", func() bool {
+			must(t, unix.Statfs(d.mnt, &st))
+			return st.Blocks-st.Bfree == 4*mib/4096
+		})
+	}},
+	{name: "Fsync", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		data := randBytes(15, mib+10)
+		pwrite(t, fd, data, 0)
+		must(t, unix.Fsync(fd))
+		if c := d.tree.Stats().Chunks; c != 2 {
+			t.Fatalf("%d chunks after fsync, want 2", c)
+		}
+		pwrite(t, fd, []byte("tail"), int64(len(data)))
+		must(t, unix.Fdatasync(fd))
+		// What fsync made durable is in the store, with the size.
+		in, err := d.tree.Inode(context.Background(), peerdrive.Ino(fstat(t, fd).Ino))
+		must(t, err)
+		if in.Size != uint64(len(data)+4) {
+			t.Fatalf("stored size %d, want %d", in.Size, len(data)+4)
+		}
+		dfd := open(t, d.mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		must(t, unix.Fsync(dfd))
+		closeFD(t, dfd)
+		unix.Sync()
+		closeFD(t, fd)
+	}},
+	{name: "Locks", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		writeFile(t, p, []byte("locked"))
+		fd1 := open(t, p, unix.O_RDWR, 0)
+		fd2 := open(t, p, unix.O_RDWR, 0)
+		defer closeFD(t, fd1)
+		defer closeFD(t, fd2)
+		must(t, unix.Flock(fd1, unix.LOCK_EX))
+		wantErrno(t, "flock held by another open file", unix.Flock(fd2, unix.LOCK_EX|unix.LOCK_NB), unix.EWOULDBLOCK)
+		must(t, unix.Flock(fd1, unix.LOCK_UN))
+		must(t, unix.Flock(fd2, unix.LOCK_SH|unix.LOCK_NB))
+		must(t, unix.Flock(fd1, unix.LOCK_SH|unix.LOCK_NB))
+		must(t, unix.Flock(fd2, unix.LOCK_UN))
+		must(t, unix.Flock(fd1, unix.LOCK_UN))
+		// Open file description locks conflict between descriptors.
+		wl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 3}
+		must(t, unix.FcntlFlock(uintptr(fd1), unix.F_OFD_SETLK, &wl))
+		rl := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 1, Len: 1}
+		wantErrno(t, "conflicting OFD lock", unix.FcntlFlock(uintptr(fd2), unix.F_OFD_SETLK, &rl), unix.EAGAIN)
+		q := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 0}
+		must(t, unix.FcntlFlock(uintptr(fd2), unix.F_OFD_GETLK, &q))
+		if q.Type != unix.F_WRLCK || q.Start != 0 || q.Len != 3 {
+			t.Fatalf("F_OFD_GETLK: %+v", q)
+		}
+		rl.Start = 3
+		must(t, unix.FcntlFlock(uintptr(fd2), unix.F_OFD_SETLK, &rl))
+		// POSIX record locks of one process do not conflict.
+		pl := unix.Flock_t{Type: unix.F_WRLCK, Start: 10, Len: 5}
+		must(t, unix.FcntlFlock(uintptr(fd1), unix.F_SETLK, &pl))
+		must(t, unix.FcntlFlock(uintptr(fd2), unix.F_SETLK, &pl))
+		pl.Type = unix.F_UNLCK
+		must(t, unix.FcntlFlock(uintptr(fd1), unix.F_SETLK, &pl))
+	}},
+	{name: "SeekDataHole", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		defer closeFD(t, fd)
+		size := int64(5*mib/2 + 100)
+		pwrite(t, fd, randBytes(16, mib), 0)
+		pwrite(t, fd, randBytes(17, int(size-2*mib)), 2*mib)
+		seek := func(off int64, whence int) (int64, error) { return unix.Seek(fd, off, whence) }
+		for _, c := range []struct {
+			off, whence int
+			want        int64
+		}{
+			{0, unix.SEEK_DATA, 0},
+			{10, unix.SEEK_DATA, 10},
+			{0, unix.SEEK_HOLE, mib},
+			{mib, unix.SEEK_DATA, 2 * mib},
+			{mib + 5, unix.SEEK_HOLE, mib + 5},
+			{2 * mib, unix.SEEK_HOLE, size},
+			{2*mib + 1, unix.SEEK_DATA, 2*mib + 1},
+		} {
+			got, err := seek(int64(c.off), c.whence)
+			if err != nil || got != c.want {
+				t.Fatalf("lseek(%d, %d): %d, %v, want %d", c.off, c.whence, got, err, c.want)
+			}
+		}
+		_, err := seek(size, unix.SEEK_DATA)
+		wantErrno(t, "SEEK_DATA at EOF", err, unix.ENXIO)
+		_, err = seek(size+10, unix.SEEK_HOLE)
+		wantErrno(t, "SEEK_HOLE past EOF", err, unix.ENXIO)
+		// A hole at the end of the file.
+		must(t, unix.Ftruncate(fd, 4*mib))
+		if got, err := seek(2*mib+200, unix.SEEK_HOLE); err != nil || got != size {
+			t.Fatalf("SEEK_HOLE into the trailing hole: %d, %v, want %d", got, err, size)
+		}
+		_, err = seek(3*mib, unix.SEEK_DATA)
+		wantErrno(t, "SEEK_DATA in the trailing hole", err, unix.ENXIO)
+		// Ordinary seeks past EOF are allowed.
+		if got, err := seek(10*mib, unix.SEEK_SET); err != nil || got != 10*mib {
+			t.Fatalf("SEEK_SET past EOF: %d, %v", got, err)
+		}
+		if got, err := seek(-1, unix.SEEK_END); err != nil || got != 4*mib-1 {
+			t.Fatalf("SEEK_END: %d, %v", got, err)
+		}
+	}},
+	{name: "Fallocate", fn: func(t *testing.T, d *testDrive) {
+		p := d.path("f")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		data := randBytes(18, 3*mib)
+		pwrite(t, fd, data, 0)
+		must(t, unix.Fallocate(fd, 0, 3*mib, mib))
+		if st := fstat(t, fd); st.Size != 4*mib {
+			t.Fatalf("size %d after fallocate, want %d", st.Size, 4*mib)
+		}
+		must(t, unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 4*mib, mib))
+		if st := fstat(t, fd); st.Size != 4*mib {
+			t.Fatalf("size %d after KEEP_SIZE, want %d", st.Size, 4*mib)
+		}
+		want := append(slices.Clone(data), make([]byte, mib)...)
+		must(t, unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 100, mib))
+		clear(want[100 : 100+mib])
+		must(t, unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 2*mib+7, 3))
+		clear(want[2*mib+7 : 2*mib+10])
+		must(t, unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 4*mib-10, 20))
+		want = append(want, make([]byte, 10)...)
+		wantBytes(t, "after fallocate", pread(t, fd, len(want)+10, 0), want)
+		wantErrno(t, "PUNCH_HOLE without KEEP_SIZE", unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE, 0, 1), unix.EOPNOTSUPP)
+		wantErrno(t, "COLLAPSE_RANGE", unix.Fallocate(fd, unix.FALLOC_FL_COLLAPSE_RANGE, 0, mib), unix.EOPNOTSUPP)
+		closeFD(t, fd)
+		d.remount()
+		wantBytes(t, "after remount", readFile(t, p), want)
+	}},
+	{name: "NameTooLong", fn: func(t *testing.T, d *testDrive) {
+		long := strings.Repeat("n", 256)
+		ok := strings.Repeat("n", 255)
+		writeFile(t, d.path(ok), []byte("x"))
+		_, err := unix.Open(d.path(long), unix.O_CREAT|unix.O_WRONLY, 0o644)
+		wantErrno(t, "create", err, unix.ENAMETOOLONG)
+		wantErrno(t, "mkdir", unix.Mkdir(d.path(long), 0o755), unix.ENAMETOOLONG)
+		wantErrno(t, "symlink", unix.Symlink("x", d.path(long)), unix.ENAMETOOLONG)
+		wantErrno(t, "mknod", unix.Mkfifo(d.path(long), 0o644), unix.ENAMETOOLONG)
+		wantErrno(t, "link", unix.Link(d.path(ok), d.path(long)), unix.ENAMETOOLONG)
+		wantErrno(t, "rename", unix.Rename(d.path(ok), d.path(long)), unix.ENAMETOOLONG)
+		var st unix.Stat_t
+		wantErrno(t, "stat", unix.Lstat(d.path(long), &st), unix.ENAMETOOLONG)
+		wantNames(t, d.mnt, ok)
+	}},
+	{name: "Tmpfile", fn: func(t *testing.T, d *testDrive) {
+		fd := open(t, d.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+		data := randBytes(19, mib+5)
+		pwrite(t, fd, data, 0)
+		wantNames(t, d.mnt)
+		// Link it into place through /proc, as the man page shows.
+		must(t, unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, d.path("named"), unix.AT_SYMLINK_FOLLOW))
+		if st := fstat(t, fd); st.Nlink != 1 {
+			t.Fatalf("nlink %d after linkat, want 1", st.Nlink)
+		}
+		closeFD(t, fd)
+		wantNames(t, d.mnt, "named")
+		d.remount()
+		wantBytes(t, "linked tmpfile after remount", readFile(t, d.path("named")), data)
+		// An unlinked tmpfile leaves nothing behind.
+		fd = open(t, d.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+		pwrite(t, fd, randBytes(20, 100), 0)
+		must(t, unix.Fsync(fd))
+		closeFD(t, fd)
+		waitFor(t, "the tmpfile to be purged", func() bool { return d.tree.Stats().Chunks == 2 })
+		fd = open(t, d.mnt, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL, 0o600)
+		err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, d.path("excl"), unix.AT_SYMLINK_FOLLOW)
+		wantErrno(t, "linkat of an O_EXCL tmpfile", err, unix.ENOENT)
+		closeFD(t, fd)
+	}},
+	{name: "Signals", fn: func(t *testing.T, d *testDrive) {
+		// Signals interrupt FUSE requests (the kernel sends INTERRUPT for
+		// any signal, and Go sends itself SIGURG to preempt goroutines).
+		// Local filesystems never fail these calls with EINTR nor cut
+		// reads and writes short: neither may the drive.
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pid := unix.Getpid()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tasks, _ := os.ReadDir("/proc/self/task")
+				for _, task := range tasks {
+					if tid, err := strconv.Atoi(task.Name()); err == nil {
+						unix.Tgkill(pid, tid, unix.SIGURG)
+					}
+				}
+				time.Sleep(50 * time.Microsecond)
+			}
+		}()
+		defer func() { close(stop); <-done }()
+		data := randBytes(22, 3*mib)
+		deadline := time.Now().Add(time.Second)
+		for i := 0; time.Now().Before(deadline); i++ {
+			dir := d.path(fmt.Sprintf("d%d", i))
+			if err := unix.Mkdir(dir, 0o755); err != nil {
+				t.Fatalf("mkdir: %v", err)
+			}
+			p := filepath.Join(dir, "f")
+			fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+			pwrite(t, fd, data, 0)
+			wantBytes(t, "read back", pread(t, fd, len(data), 0), data)
+			must(t, unix.Ftruncate(fd, mib))
+			must(t, unix.Fsync(fd))
+			closeFD(t, fd)
+			must(t, unix.Rename(p, p+"2"))
+			must(t, unix.Unlink(p+"2"))
+			must(t, unix.Rmdir(dir))
+		}
+	}},
+	{name: "Ownership", fn: func(t *testing.T, d *testDrive) {
+		must(t, os.Mkdir(d.path("home"), 0o755))
+		must(t, unix.Chown(d.path("home"), 1000, 1000))
+		writeFile(t, d.path("secret"), []byte("root only"))
+		must(t, unix.Chmod(d.path("secret"), 0o600))
+		// As uid 1000 on a thread of its own: the kernel checks modes
+		// (default_permissions), the drive records the caller as owner.
+		must(t, os.Chmod(filepath.Dir(d.mnt), 0o755)) // t.TempDir makes it 0700
+		asUser(t, 1000, 1000, func() error {
+			_, err := unix.Open(d.path("secret"), unix.O_RDONLY, 0)
+			if err := errnoIs("open a 0600 file of root", err, unix.EACCES); err != nil {
+				return err
+			}
+			if err := errnoIs("create in root's directory", unix.Mkdir(d.path("mine"), 0o755), unix.EACCES); err != nil {
+				return err
+			}
+			fd, err := unix.Open(d.path("home/f"), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o640)
+			if err != nil {
+				return fmt.Errorf("create: %w", err)
+			}
+			unix.Close(fd)
+			if err := unix.Mkdir(d.path("home/sub"), 0o700); err != nil {
+				return fmt.Errorf("mkdir: %w", err)
+			}
+			if err := errnoIs("chown to another user", unix.Chown(d.path("home/f"), 0, -1), unix.EPERM); err != nil {
+				return err
+			}
+			return unix.Chmod(d.path("home/f"), 0o604)
+		})
+		for _, p := range []string{"home/f", "home/sub"} {
+			if st := lstat(t, d.path(p)); st.Uid != 1000 || st.Gid != 1000 {
+				t.Fatalf("%s: owner %d:%d, want 1000:1000", p, st.Uid, st.Gid)
+			}
+		}
+		if st := lstat(t, d.path("home/f")); st.Mode != unix.S_IFREG|0o604 {
+			t.Fatalf("mode %o", st.Mode)
+		}
+	}},
+	{name: "ReadOnly", fn: func(t *testing.T, d *testDrive) {
+		writeFile(t, d.path("f"), []byte("data"))
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		d.stop()
+		d.opts.ReadOnly = true
+		d.start()
+		wantBytes(t, "read-only mount", readFile(t, d.path("f")), []byte("data"))
+		_, err := unix.Open(d.path("f"), unix.O_WRONLY, 0)
+		wantErrno(t, "open for writing", err, unix.EROFS)
+		wantErrno(t, "mkdir", unix.Mkdir(d.path("x"), 0o755), unix.EROFS)
+		wantErrno(t, "unlink", unix.Unlink(d.path("f")), unix.EROFS)
+		wantErrno(t, "rename", unix.Rename(d.path("f"), d.path("g")), unix.EROFS)
+		wantErrno(t, "chmod", unix.Chmod(d.path("f"), 0o600), unix.EROFS)
+		wantErrno(t, "truncate", unix.Truncate(d.path("f"), 0), unix.EROFS)
+		wantErrno(t, "setxattr", unix.Setxattr(d.path("f"), "user.x", nil, 0), unix.EROFS)
+		var st unix.Statfs_t
+		must(t, unix.Statfs(d.mnt, &st))
+		if st.Flags&unix.ST_RDONLY == 0 {
+			t.Fatalf("statfs flags %#x lack ST_RDONLY", st.Flags)
+		}
+	}},
+	{name: "Concurrent", fn: func(t *testing.T, d *testDrive) {
+		// Writers on their own files and on disjoint parts of a shared
+		// one, readers and a directory churner, all at once.
+		const workers = 4
+		rounds := 40
+		if raceEnabled {
+			rounds = 15
+		}
+		shared := open(t, d.path("shared"), unix.O_CREAT|unix.O_RDWR, 0o644)
+		must(t, os.Mkdir(d.path("churn"), 0o755))
+		errs := make(chan error, workers+1)
+		want := make([][]byte, workers)
+		sharedWant := make([]byte, workers*mib)
+		for w := range workers {
+			go func() {
+				errs <- func() error {
+					r := rand.New(rand.NewPCG(uint64(w), 7))
+					p := d.path(fmt.Sprintf("own%d", w))
+					fd, err := unix.Open(p, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+					if err != nil {
+						return err
+					}
+					defer unix.Close(fd)
+					var model []byte
+					for i := range rounds {
+						off := r.IntN(3 * mib)
+						b := randBytes(uint64(w*1000+i), 1+r.IntN(mib))
+						if n, err := unix.Pwrite(fd, b, int64(off)); err != nil || n != len(b) {
+							return fmt.Errorf("pwrite: %d, %v", n, err)
+						}
+						if end := off + len(b); end > len(model) {
+							model = append(model, make([]byte, end-len(model))...)
+						}
+						copy(model[off:], b)
+						// My own quarter of the shared file.
+						so := w*mib + r.IntN(mib-4096)
+						sb := randBytes(uint64(w*1000+i+500), 1+r.IntN(4096))
+						if n, err := unix.Pwrite(shared, sb, int64(so)); err != nil || n != len(sb) {
+							return fmt.Errorf("pwrite shared: %d, %v", n, err)
+						}
+						copy(sharedWant[so:], sb)
+						switch r.IntN(4) {
+						case 0:
+							if err := unix.Fsync(fd); err != nil {
+								return err
+							}
+						case 1:
+							size := r.IntN(len(model) + 1)
+							if err := unix.Ftruncate(fd, int64(size)); err != nil {
+								return err
+							}
+							model = model[:size]
+						}
+						got := make([]byte, len(model)+10)
+						n, err := unix.Pread(fd, got, 0)
+						if err != nil || !bytes.Equal(got[:n], model) {
+							return fmt.Errorf("round %d: read %d bytes (%v), want %d: %s", i, n, err, len(model), firstDiff(got[:n], model))
+						}
+					}
+					want[w] = model
+					return nil
+				}()
+			}()
+		}
+		stop := make(chan struct{})
+		go func() {
+			errs <- func() error {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return nil
+					default:
+					}
+					p := d.path(fmt.Sprintf("churn/%d", i%20))
+					if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+						return err
+					}
+					if _, err := os.ReadDir(d.path("churn")); err != nil {
+						return err
+					}
+					if i%3 == 0 {
+						if err := os.Rename(p, p+"x"); err != nil {
+							return err
+						}
+						if err := os.Remove(p + "x"); err != nil {
+							return err
+						}
+					}
+				}
+			}()
+		}()
+		for range workers {
+			must(t, <-errs)
+		}
+		close(stop)
+		must(t, <-errs)
+		got := pread(t, shared, len(sharedWant)+10, 0)
+		if len(got) > len(sharedWant) {
+			t.Fatalf("shared file has %d bytes, want at most %d", len(got), len(sharedWant))
+		}
+		wantBytes(t, "shared file", got, sharedWant[:len(got)])
+		closeFD(t, shared)
+		for w := range workers {
+			wantBytes(t, fmt.Sprintf("own%d", w), readFile(t, d.path(fmt.Sprintf("own%d", w))), want[w])
+		}
+		d.remount()
+		for w := range workers {
+			wantBytes(t, fmt.Sprintf("own%d after remount", w), readFile(t, d.path(fmt.Sprintf("own%d", w))), want[w])
+		}
+		wantBytes(t, "shared file after remount", readFile(t, d.path("shared")), got)
+	}},
+	{name: "InodesStable", fn: func(t *testing.T, d *testDrive) {
+		names := []string{"a", "d", "d/b", "d/e", "d/e/c", "l", "h"}
+		must(t, os.MkdirAll(d.path("d/e"), 0o755))
+		writeFile(t, d.path("a"), nil)
+		writeFile(t, d.path("d/b"), []byte("b"))
+		writeFile(t, d.path("d/e/c"), nil)
+		must(t, os.Symlink("a", d.path("l")))
+		must(t, unix.Link(d.path("d/b"), d.path("h")))
+		inos := map[string]uint64{}
+		seen := map[uint64]string{}
+		for _, n := range names {
+			ino := lstat(t, d.path(n)).Ino
+			inos[n] = ino
+			if other, dup := seen[ino]; dup && !(n == "h" && other == "d/b") {
+				t.Fatalf("%s and %s share inode %d", n, other, ino)
+			}
+			seen[ino] = n
+		}
+		if ino := lstat(t, d.mnt).Ino; ino != uint64(peerdrive.RootIno) {
+			t.Fatalf("root inode %d", ino)
+		}
+		d.remount()
+		for _, n := range names {
+			if ino := lstat(t, d.path(n)).Ino; ino != inos[n] {
+				t.Fatalf("%s: inode %d after remount, was %d", n, ino, inos[n])
+			}
+		}
+		// readdir reports the same numbers as stat.
+		ents, err := os.ReadDir(d.path("d"))
+		must(t, err)
+		for _, e := range ents {
+			info, err := e.Info()
+			must(t, err)
+			if ino := info.Sys().(*syscall.Stat_t).Ino; ino != inos["d/"+e.Name()] {
+				t.Fatalf("readdir: %s inode %d, want %d", e.Name(), ino, inos["d/"+e.Name()])
+			}
+		}
+		// New inodes do not reuse numbers, across remounts too.
+		writeFile(t, d.path("new"), nil)
+		if ino := lstat(t, d.path("new")).Ino; seen[ino] != "" {
+			t.Fatalf("new file reuses inode %d of %s", ino, seen[ino])
+		}
+	}},
+	{name: "Persistence", fn: func(t *testing.T, d *testDrive) {
+		sizes := []int{0, 1, 4095, 4096, mib - 1, mib, mib + 1, 3*mib + 17}
+		must(t, os.Mkdir(d.path("dir"), 0o700))
+		for i, n := range sizes {
+			writeFile(t, d.path(fmt.Sprintf("dir/f%d", i)), randBytes(uint64(100+i), n))
+		}
+		// Identical content is stored once.
+		writeFile(t, d.path("dup1"), randBytes(100+7, sizes[7]))
+		must(t, unix.Chmod(d.path("dup1"), 0o640))
+		must(t, os.Symlink("dir/f1", d.path("link")))
+		must(t, unix.Setxattr(d.path("dir"), "user.k", []byte("v"), 0))
+		ts := []unix.Timespec{{Sec: 1234, Nsec: 5}, {Sec: 5678, Nsec: 9}}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, d.path("dir/f2"), ts, 0))
+		stats := d.tree.Stats()
+		for range 2 {
+			d.remount()
+			for i, n := range sizes {
+				wantBytes(t, fmt.Sprintf("f%d", i), readFile(t, d.path(fmt.Sprintf("dir/f%d", i))), randBytes(uint64(100+i), n))
+			}
+			wantBytes(t, "dup1", readFile(t, d.path("dup1")), randBytes(100+7, sizes[7]))
+			if st := lstat(t, d.path("dup1")); st.Mode != unix.S_IFREG|0o640 {
+				t.Fatalf("mode %o", st.Mode)
+			}
+			if st := lstat(t, d.path("dir")); st.Mode != unix.S_IFDIR|0o700 {
+				t.Fatalf("dir mode %o", st.Mode)
+			}
+			if got, _ := os.Readlink(d.path("link")); got != "dir/f1" {
+				t.Fatalf("symlink %q", got)
+			}
+			if st := lstat(t, d.path("dir/f2")); st.Atim != ts[0] || st.Mtim != ts[1] {
+				t.Fatalf("times %v %v", st.Atim, st.Mtim)
+			}
+			buf := make([]byte, 10)
+			if n, err := unix.Getxattr(d.path("dir"), "user.k", buf); err != nil || string(buf[:n]) != "v" {
+				t.Fatalf("xattr %q %v", buf[:n], err)
+			}
+			if s := d.tree.Stats(); s != stats {
+				t.Fatalf("stats %+v after remount, were %+v", s, stats)
+			}
+		}
+	}},
+	{name: "BigDirectory", fn: func(t *testing.T, d *testDrive) {
+		n := 100_000
+		if raceEnabled {
+			n = 10_000 // the race detector makes each create ~8 times slower
+		}
+		dir := d.path("big")
+		must(t, os.Mkdir(dir, 0o755))
+		dfd := open(t, dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		defer closeFD(t, dfd)
+		start := time.Now()
+		for i := range n {
+			if err := unix.Mknodat(dfd, fmt.Sprintf("file-%06d", i), unix.S_IFREG|0o644, 0); err != nil {
+				t.Fatalf("mknod %d: %v", i, err)
+			}
+		}
+		t.Logf("created %d files in %v", n, time.Since(start))
+		start = time.Now()
+		f, err := os.Open(dir)
+		must(t, err)
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		must(t, err)
+		t.Logf("listed them in %v", time.Since(start))
+		if len(names) != n {
+			t.Fatalf("readdir found %d entries, want %d", len(names), n)
+		}
+		slices.Sort(names)
+		for i, name := range names {
+			if want := fmt.Sprintf("file-%06d", i); name != want {
+				t.Fatalf("entry %d is %q, want %q", i, name, want)
+			}
+		}
+		if st := lstat(t, d.path(fmt.Sprintf("big/file-%06d", n/2+321))); st.Mode != unix.S_IFREG|0o644 {
+			t.Fatalf("mode %o", st.Mode)
+		}
+	}},
+	{name: "CorruptChunk", fn: func(t *testing.T, d *testDrive) { corruptChunk(t, d, false) }},
+	{name: "CorruptChunkRecord", fn: func(t *testing.T, d *testDrive) { corruptChunk(t, d, true) }},
+}
+
+// corruptChunk damages the one chunk of a file in the store of a stopped
+// drive: reads must fail with EIO (not ENOENT, not wrong bytes), with an
+// error logged that names the file.
+func corruptChunk(t *testing.T, d *testDrive, inRecord bool) {
+	must(t, os.Mkdir(d.path("dir"), 0o755))
+	p := d.path("dir/victim")
+	data := randBytes(21, 100_000)
+	writeFile(t, p, data)
+	writeFile(t, d.path("other"), []byte("fine"))
+	ref, ok, err := d.tree.ChunkRef(context.Background(), peerdrive.Ino(lstat(t, p).Ino), 0)
+	if err != nil || !ok {
+		t.Fatalf("chunk map of the file: %v %v", ok, err)
+	}
+	d.stop()
+	flipChunkBit(t, d.storeAt, ref.ID, inRecord)
+	d.start()
+	named := func(r logRec) bool { return r.Level == slogError && r.Attrs["path"] == "dir/victim" }
+	d.logs.expectLog(named)
+	fd := open(t, p, unix.O_RDONLY, 0)
+	_, err = unix.Pread(fd, make([]byte, 4096), 0)
+	wantErrno(t, "read of a corrupt chunk", err, unix.EIO)
+	_, err = unix.Pread(fd, make([]byte, 10), 50_000)
+	wantErrno(t, "read of a corrupt chunk again", err, unix.EIO)
+	closeFD(t, fd)
+	if st := lstat(t, p); st.Size != int64(len(data)) {
+		t.Fatalf("stat of the damaged file: size %d", st.Size)
+	}
+	wantBytes(t, "other file", readFile(t, d.path("other")), []byte("fine"))
+	if len(d.logs.find(named)) == 0 {
+		t.Fatalf("no error logged naming dir/victim; logged: %v", d.logs.find(func(logRec) bool { return true }))
+	}
+	// A write into the damaged chunk fails too, rather than storing
+	// zeros over it.
+	fd = open(t, p, unix.O_WRONLY, 0)
+	_, err = unix.Pwrite(fd, []byte("x"), 10)
+	wantErrno(t, "write into a corrupt chunk", err, unix.EIO)
+	closeFD(t, fd)
+	// Replacing the file still works.
+	writeFile(t, p, []byte("new"))
+	wantBytes(t, "rewritten", readFile(t, p), []byte("new"))
+}
