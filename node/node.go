@@ -419,7 +419,7 @@ type snapRemote struct {
 	peers *replica.Replica
 }
 
-func (s snapRemote) Queued(int64)                     {}
+func (s snapRemote) Queued(peerdrive.ChunkID, int64)  {}
 func (s snapRemote) Dropped(peerdrive.ChunkID, int64) {}
 func (s snapRemote) Accessed(peerdrive.ChunkID)       {}
 func (s snapRemote) Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, error) {

@@ -112,9 +112,14 @@ type Replica struct {
 	cancel context.CancelFunc
 	ctx    context.Context
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	pending   int64 // sealed bytes waiting for upload
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending int64 // sealed bytes waiting for upload
+	// The upload queue in memory, in arrival order; the U records are its
+	// durable copy, read once at start. queue may hold IDs no longer in
+	// queueSet (dropped or placed): they are skipped and compacted away.
+	queue     []peerdrive.ChunkID
+	queueSet  map[peerdrive.ChunkID]int64
 	inflight  map[peerdrive.ChunkID]bool
 	flushReq  bool
 	lastErr   error
@@ -147,6 +152,7 @@ func New(db *store.DB, n Network, o Options) (*Replica, error) {
 		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
 		inflight: map[peerdrive.ChunkID]bool{}, fetches: map[uint64]*fetchCall{},
+		queueSet:  map[peerdrive.ChunkID]int64{},
 		firstSeen: map[peerdrive.ChunkID]time.Time{},
 		cache:     newLRU(),
 	}
@@ -171,20 +177,22 @@ func (r *Replica) load() error {
 		default:
 			return fmt.Errorf("segment counter: %w", store.ErrCorrupt)
 		}
-		queued := map[peerdrive.ChunkID]bool{}
 		if err := tx.Iterate([]byte{tagQueue}, nil, true, func(k, v []byte) (bool, error) {
 			var id peerdrive.ChunkID
 			copy(id[:], k[1:])
-			queued[id] = true
+			var size int64
 			if len(v) == 4 {
-				r.pending += int64(binary.BigEndian.Uint32(v))
+				size = int64(binary.BigEndian.Uint32(v))
 			}
+			r.queue = append(r.queue, id)
+			r.queueSet[id] = size
+			r.pending += size
 			return true, nil
 		}); err != nil {
 			return err
 		}
 		return tx.IterateChunks(func(id peerdrive.ChunkID, size int64) (bool, error) {
-			if queued[id] {
+			if _, ok := r.queueSet[id]; ok {
 				r.cache.addPinned(size)
 			} else {
 				r.cache.add(id, size)
@@ -211,12 +219,16 @@ func (r *Replica) Close() {
 	r.wg.Wait()
 }
 
-// Queued tells the uploader that new chunks wait (tree calls it after a
-// commit). sealedBytes is their size.
-func (r *Replica) Queued(sealedBytes int64) {
+// Queued tells the uploader that a new chunk waits (tree calls it after the
+// commit that wrote its queue record).
+func (r *Replica) Queued(id peerdrive.ChunkID, sealedBytes int64) {
 	r.mu.Lock()
-	r.pending += sealedBytes
-	r.cache.addPinned(sealedBytes)
+	if _, ok := r.queueSet[id]; !ok {
+		r.queue = append(r.queue, id)
+		r.queueSet[id] = sealedBytes
+		r.pending += sealedBytes
+		r.cache.addPinned(sealedBytes)
+	}
 	r.mu.Unlock()
 	r.kick()
 }
@@ -233,10 +245,13 @@ func (r *Replica) kick() {
 func (r *Replica) Dropped(id peerdrive.ChunkID, sealedBytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.cache.remove(id) { // not uploaded yet: it was pinned and queued
-		r.cache.addPinned(-sealedBytes)
-		r.pending -= sealedBytes
+	if size, ok := r.queueSet[id]; ok { // not uploaded yet: pinned and queued
+		delete(r.queueSet, id)
+		r.cache.addPinned(-size)
+		r.pending -= size
+		return
 	}
+	r.cache.remove(id)
 }
 
 // QueueObject stores sealed bytes that are not file data (the drive's
@@ -260,7 +275,7 @@ func (r *Replica) QueueObject(id peerdrive.ChunkID, sealed []byte) error {
 		return tx.Set(QueueKey(id), sz[:])
 	})
 	if err == nil && queued {
-		r.Queued(int64(len(sealed)))
+		r.Queued(id, int64(len(sealed)))
 	}
 	return err
 }

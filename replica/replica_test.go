@@ -102,7 +102,7 @@ func putChunks(t *testing.T, db *store.DB, r *Replica, n, size int) map[peerdriv
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.Queued(int64(size))
+		r.Queued(id, int64(size))
 	}
 	return out
 }
@@ -183,6 +183,17 @@ func TestNoPeersKeepsQueue(t *testing.T) {
 	}
 	if r.Stats().PendingBytes != 3000 {
 		t.Fatalf("pending = %d, want 3000", r.Stats().PendingBytes)
+	}
+	// Peers arrive: the queue drains.
+	net.mu.Lock()
+	for i := range 6 {
+		net.peers[peer.ID(fmt.Sprintf("late-%d", i))] = map[peerdrive.ShardID][]byte{}
+	}
+	net.mu.Unlock()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if err := r.Sync(ctx2, nil); err != nil {
+		t.Fatalf("Sync once peers came = %v", err)
 	}
 }
 

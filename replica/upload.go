@@ -19,6 +19,9 @@ import (
 // maxSegmentsInFlight is how many segments are encoded and sent at once.
 const maxSegmentsInFlight = 3
 
+// minScanGap is the least time between two reads of the upload queue.
+const minScanGap = 100 * time.Millisecond
+
 type queued struct {
 	id   peerdrive.ChunkID
 	size int64
@@ -28,6 +31,7 @@ type queued struct {
 func (r *Replica) uploader() {
 	defer r.wg.Done()
 	backoff := time.Duration(0)
+	var lastScan time.Time
 	sem := make(chan struct{}, maxSegmentsInFlight)
 	var segWG sync.WaitGroup
 	defer segWG.Wait()
@@ -44,14 +48,37 @@ func (r *Replica) uploader() {
 		case <-r.wake:
 		case <-timer:
 		}
+		// Every write of a new chunk wakes the uploader; reading the queue
+		// for each would cost O(queue) per chunk. Scan at most every
+		// minScanGap, and during a back-off only when a sync asks.
+		r.mu.Lock()
+		flush := r.flushReq
+		r.mu.Unlock()
+		wait := minScanGap - time.Since(lastScan)
+		if backoff > 0 && !flush {
+			wait = max(wait, backoff-time.Since(lastScan))
+		}
+		if wait > 0 && !flush {
+			select {
+			case <-r.stop:
+				return
+			case <-time.After(wait):
+			}
+		}
+		lastScan = time.Now()
+		if len(r.net.StoragePeers()) == 0 {
+			r.mu.Lock()
+			waiting := r.pending > 0
+			r.mu.Unlock()
+			if waiting {
+				r.setErr(ErrNoPeers)
+				backoff = nextBackoff(backoff)
+			}
+			continue
+		}
 		batches, err := r.nextBatches()
 		if err != nil {
 			r.log.Error("upload queue unreadable", "err", err)
-			continue
-		}
-		if len(batches) > 0 && len(r.net.StoragePeers()) == 0 {
-			r.setErr(ErrNoPeers)
-			backoff = nextBackoff(backoff)
 			continue
 		}
 		failed := false
@@ -112,50 +139,34 @@ func (r *Replica) setErr(err error) {
 // into segment-sized batches. A last partial batch waits for more chunks
 // unless its oldest chunk waited PackDelay or a sync asked for everything.
 func (r *Replica) nextBatches() ([][]queued, error) {
-	var all []queued
-	var total int64
-	err := r.db.View(func(tx *store.Txn) error {
-		return tx.Iterate([]byte{tagQueue}, nil, true, func(k, v []byte) (bool, error) {
-			var q queued
-			copy(q.id[:], k[1:])
-			if len(v) == 4 {
-				q.size = int64(binary.BigEndian.Uint32(v))
-			}
-			total += q.size
-			all = append(all, q)
-			return true, nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending = total
 	now := time.Now()
 	var fresh []queued
 	oldest := now
-	seen := make(map[peerdrive.ChunkID]bool, len(all))
-	for _, q := range all {
-		seen[q.id] = true
-		t, ok := r.firstSeen[q.id]
+	live := r.queue[:0] // compact: keep only IDs still queued
+	for _, id := range r.queue {
+		size, ok := r.queueSet[id]
 		if !ok {
-			t = now
-			r.firstSeen[q.id] = t
+			delete(r.firstSeen, id)
+			continue
 		}
-		if r.inflight[q.id] {
+		live = append(live, id)
+		t, seen := r.firstSeen[id]
+		if !seen {
+			t = now
+			r.firstSeen[id] = t
+		}
+		if r.inflight[id] {
 			continue
 		}
 		if t.Before(oldest) {
 			oldest = t
 		}
-		fresh = append(fresh, q)
+		fresh = append(fresh, queued{id, size})
 	}
-	for id := range r.firstSeen {
-		if !seen[id] {
-			delete(r.firstSeen, id)
-		}
-	}
+	clear(r.queue[len(live):])
+	r.queue = live
 	flush := r.flushReq || now.Sub(oldest) >= r.opts.PackDelay
 	var batches [][]queued
 	var cur []queued
@@ -356,8 +367,11 @@ func (r *Replica) commitSegment(rec Segment) error {
 	}
 	r.nextSeg = num + 1
 	for _, c := range moved {
-		r.cache.addPinned(-int64(c.Len))
-		r.pending -= int64(c.Len)
+		if size, ok := r.queueSet[c.ID]; ok {
+			delete(r.queueSet, c.ID)
+			r.cache.addPinned(-size)
+			r.pending -= size
+		}
 		r.cache.add(c.ID, int64(c.Len))
 	}
 	r.lastErr = nil

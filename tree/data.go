@@ -139,7 +139,7 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 			if err := tx.Set(idKey(tagQueue, id), sz[:]); err != nil {
 				return err
 			}
-			t.queued += int64(len(c.Sealed))
+			t.queued = append(t.queued, chunkEvent{id, int64(len(c.Sealed))})
 		}
 		t.stats.Chunks++
 		t.stats.Used += uint64(c.Len)
@@ -189,7 +189,7 @@ func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
 		if err := tx.Delete(idKey(tagLocation, id)); err != nil {
 			return err
 		}
-		t.dropped = append(t.dropped, droppedChunk{id, int64(info.Sealed)})
+		t.dropped = append(t.dropped, chunkEvent{id, int64(info.Sealed)})
 	}
 	return tx.DeleteChunk(id)
 }

@@ -89,11 +89,11 @@ type Tree struct {
 	snap   func(peerdrive.Ino) // inside update: records an inode's value for rollback
 	remote Remote
 	// Chunk events of the running transaction, told to remote after commit.
-	queued  int64
-	dropped []droppedChunk
+	queued  []chunkEvent // chunks stored by the transaction (id, sealed size)
+	dropped []chunkEvent
 }
 
-type droppedChunk struct {
+type chunkEvent struct {
 	id   peerdrive.ChunkID
 	size int64
 }
@@ -111,9 +111,9 @@ type Options struct {
 // Remote is where chunks go to and come back from when the local store is
 // only a cache (replica.Replica implements it).
 type Remote interface {
-	// Queued: new chunks of sealedBytes in total wait for upload; their
-	// queue records were written with them.
-	Queued(sealedBytes int64)
+	// Queued: new chunk id of sealedBytes waits for upload; its queue
+	// record was written with it.
+	Queued(id peerdrive.ChunkID, sealedBytes int64)
 	// Dropped: chunk id's last reference is gone.
 	Dropped(id peerdrive.ChunkID, sealedBytes int64)
 	// Accessed: chunk id was read from the local store.
@@ -381,7 +381,7 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 		}
 	}
 	stats, next, limit := t.stats, t.next, t.limit
-	t.queued, t.dropped = 0, t.dropped[:0]
+	t.queued, t.dropped = t.queued[:0], t.dropped[:0]
 	defer t.notifyRemote()
 	err := t.db.Update(need, func(tx *store.Txn) error {
 		t.snap = snapshot
@@ -426,7 +426,7 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 			}
 		}
 		t.stats, t.next, t.limit = stats, next, limit
-		t.queued, t.dropped = 0, t.dropped[:0]
+		t.queued, t.dropped = t.queued[:0], t.dropped[:0]
 	}
 	return err
 }
@@ -440,10 +440,10 @@ func (t *Tree) notifyRemote() {
 	for _, d := range t.dropped {
 		t.remote.Dropped(d.id, d.size)
 	}
-	if t.queued > 0 {
-		t.remote.Queued(t.queued)
+	for _, q := range t.queued {
+		t.remote.Queued(q.id, q.size)
 	}
-	t.queued, t.dropped = 0, t.dropped[:0]
+	t.queued, t.dropped = t.queued[:0], t.dropped[:0]
 }
 
 // mod returns the cached entry of ino for changing inside update, recording
