@@ -27,6 +27,8 @@ type fileState struct {
 	dirty      map[int64]*chunkBuf
 	sealing    map[int64]*chunkBuf
 	dirtySince time.Time
+	lastRead   int64 // chunk index of the last read, for read-ahead
+	aheadTo    int64 // chunks below this were read ahead
 	err        error // a failed background commit, reported by the next flush
 }
 
@@ -399,7 +401,45 @@ func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64
 		}
 		pos += int64(n)
 	}
+	if st != nil {
+		f.readAhead(st, ino, (end-1)/chunkSize, int64(in.Size))
+	}
 	return int(end - off), nil
+}
+
+// readAheadChunks is how many chunks past a sequential reader's position
+// are decrypted (or fetched from peers) in the background, so that disk or
+// network, crypto and FUSE work overlap.
+const readAheadChunks = 2
+
+// readAhead starts loading the chunks after idx into the tree's chunk cache
+// when the file is being read sequentially.
+func (f *FS) readAhead(st *fileState, ino peerdrive.Ino, idx, size int64) {
+	st.mu.Lock()
+	seq := idx == st.lastRead || idx == st.lastRead+1
+	st.lastRead = idx
+	from := max(idx+1, st.aheadTo)
+	to := min(idx+readAheadChunks, (size-1)/chunkSize)
+	if !seq || from > to {
+		st.mu.Unlock()
+		return
+	}
+	st.aheadTo = to + 1
+	st.mu.Unlock()
+	for i := from; i <= to; i++ {
+		select {
+		case f.ahead <- struct{}{}:
+		default:
+			return // enough read-ahead in flight
+		}
+		go func(i int64) {
+			defer func() { <-f.ahead }()
+			ctx := context.Background()
+			if ref, ok, err := f.tree.ChunkRef(ctx, ino, i); err == nil && ok {
+				f.tree.ReadChunk(ctx, ref) // fills the cache; errors show on the real read
+			}
+		}(i)
+	}
 }
 
 // readBuffered copies chunk idx from the file's unsealed buffers, if it is

@@ -57,7 +57,8 @@ type FS struct {
 	workers  sync.WaitGroup
 	stop     chan struct{}
 	stopOnce sync.Once
-	bufBytes atomic.Int64 // dirty and sealing buffers in memory
+	bufBytes atomic.Int64  // dirty and sealing buffers in memory
+	ahead    chan struct{} // read-ahead loads in flight
 	bufs     sync.Pool
 }
 
