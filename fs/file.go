@@ -432,7 +432,16 @@ func (f *FS) readAhead(st *fileState, ino peerdrive.Ino, idx, size int64) {
 		default:
 			return // enough read-ahead in flight
 		}
+		f.aheadMu.Lock()
+		if f.aheadOff {
+			f.aheadMu.Unlock()
+			<-f.ahead
+			return
+		}
+		f.aheadWG.Add(1)
+		f.aheadMu.Unlock()
 		go func(i int64) {
+			defer f.aheadWG.Done()
 			defer func() { <-f.ahead }()
 			ctx := context.Background()
 			if ref, ok, err := f.tree.ChunkRef(ctx, ino, i); err == nil && ok {

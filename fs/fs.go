@@ -59,6 +59,9 @@ type FS struct {
 	stopOnce sync.Once
 	bufBytes atomic.Int64  // dirty and sealing buffers in memory
 	ahead    chan struct{} // read-ahead loads in flight
+	aheadWG  sync.WaitGroup
+	aheadMu  sync.Mutex
+	aheadOff bool // set by Close: no new read-ahead
 	bufs     sync.Pool
 }
 
@@ -205,6 +208,10 @@ func (f *FS) umask(ctx context.Context) uint32 {
 // Close seals every dirty buffer, writes all metadata durably and stops the
 // background work. Call it after the FUSE server has stopped.
 func (f *FS) Close(ctx context.Context) error {
+	f.aheadMu.Lock()
+	f.aheadOff = true
+	f.aheadMu.Unlock()
+	f.aheadWG.Wait() // read-ahead uses the store, which closes after us
 	err := f.FlushAll(ctx)
 	f.stopOnce.Do(func() { close(f.stop); close(f.jobs) })
 	f.workers.Wait()
