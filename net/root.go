@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
-	"sync"
 	"syscall"
 	"time"
 
@@ -54,16 +53,14 @@ type rootServer struct {
 	n     *Node
 	store RootStore
 
-	mu       sync.Mutex
-	streams  map[peer.ID]int // open streams per remote peer
-	inFlight int64
+	limits // open streams per remote peer, bytes of records held
 }
 
 // ServeRoots serves the root protocol from s, replacing any store served
 // before. Peers see the protocol in identify (pushed to connected peers) and
 // count this node among their RootPeers.
 func (n *Node) ServeRoots(s RootStore) {
-	sv := &rootServer{n: n, store: s, streams: map[peer.ID]int{}}
+	sv := &rootServer{n: n, store: s, limits: newLimits(maxRootInFlight)}
 	n.mu.Lock()
 	n.roots = sv
 	n.mu.Unlock()
@@ -84,40 +81,6 @@ func (n *Node) RootPeers() []peer.ID {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func (sv *rootServer) acquireStream(p peer.ID) bool {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.streams[p] >= maxStreamsPerPeer {
-		return false
-	}
-	sv.streams[p]++
-	return true
-}
-
-func (sv *rootServer) releaseStream(p peer.ID) {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.streams[p]--; sv.streams[p] <= 0 {
-		delete(sv.streams, p)
-	}
-}
-
-func (sv *rootServer) reserve(n int64) bool {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.inFlight+n > maxRootInFlight {
-		return false
-	}
-	sv.inFlight += n
-	return true
-}
-
-func (sv *rootServer) unreserve(n int64) {
-	sv.mu.Lock()
-	sv.inFlight -= n
-	sv.mu.Unlock()
 }
 
 // handle serves one stream: one request, one reply.

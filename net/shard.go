@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,9 +55,7 @@ type shardServer struct {
 	n     *Node
 	store ShardStore
 
-	mu       sync.Mutex
-	streams  map[peer.ID]int // open streams per remote peer
-	inFlight int64           // bytes of PUT and GET bodies held
+	limits // open streams per remote peer, bytes of PUT and GET bodies held
 
 	// Streams served, by transport (for tests and status).
 	tcpStreams, otherStreams atomic.Int64
@@ -69,7 +66,7 @@ type shardServer struct {
 // count this node among their StoragePeers; the node advertises itself in
 // the DHT as a storage node.
 func (n *Node) ServeShards(s ShardStore) {
-	sv := &shardServer{n: n, store: s, streams: map[peer.ID]int{}}
+	sv := &shardServer{n: n, store: s, limits: newLimits(maxInFlight)}
 	n.mu.Lock()
 	n.shards = sv
 	n.mu.Unlock()
@@ -77,40 +74,6 @@ func (n *Node) ServeShards(s ShardStore) {
 	if n.disc != nil {
 		n.disc.kick() // advertise soon
 	}
-}
-
-func (sv *shardServer) acquireStream(p peer.ID) bool {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.streams[p] >= maxStreamsPerPeer {
-		return false
-	}
-	sv.streams[p]++
-	return true
-}
-
-func (sv *shardServer) releaseStream(p peer.ID) {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.streams[p]--; sv.streams[p] <= 0 {
-		delete(sv.streams, p)
-	}
-}
-
-func (sv *shardServer) reserve(n int64) bool {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.inFlight+n > maxInFlight {
-		return false
-	}
-	sv.inFlight += n
-	return true
-}
-
-func (sv *shardServer) unreserve(n int64) {
-	sv.mu.Lock()
-	sv.inFlight -= n
-	sv.mu.Unlock()
 }
 
 // isTCP reports whether c is a direct (not relayed) TCP connection.
