@@ -179,17 +179,17 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 			return
 		}
 		err := sv.store.Put(ctx, owner, rq.id, data)
-		sv.reply(s, rt, sv.storeReply(err, log, "put", rq.id), nil)
+		writeReply(s, rt, sv.storeReply(err, log, "put", rq.id), nil)
 
 	case typeGet:
 		data, err := sv.store.Get(ctx, rq.id)
 		if err != nil {
-			sv.reply(s, rt, sv.storeReply(err, log, "get", rq.id), nil)
+			writeReply(s, rt, sv.storeReply(err, log, "get", rq.id), nil)
 			return
 		}
 		if len(data) > MaxShardSize {
 			log.Error("stored shard over the protocol's size limit", "shard", rq.id.Short(), "size", len(data))
-			sv.reply(s, rt, wireReply{Status: StatusInternal, Message: "internal error"}, nil)
+			writeReply(s, rt, wireReply{Status: StatusInternal, Message: "internal error"}, nil)
 			return
 		}
 		if !sv.reserve(int64(len(data))) {
@@ -197,27 +197,27 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 			return
 		}
 		defer sv.unreserve(int64(len(data)))
-		sv.reply(s, rt, wireReply{Status: StatusOK, Size: uint64(len(data))}, data)
+		writeReply(s, rt, wireReply{Status: StatusOK, Size: uint64(len(data))}, data)
 
 	case typeHas:
 		have := make([]bool, len(rq.ids))
 		for i, id := range rq.ids {
 			ok, err := sv.store.Has(ctx, id)
 			if err != nil {
-				sv.reply(s, rt, sv.storeReply(err, log, "has", id), nil)
+				writeReply(s, rt, sv.storeReply(err, log, "has", id), nil)
 				return
 			}
 			have[i] = ok
 		}
-		sv.reply(s, rt, wireReply{Status: StatusOK, Have: have}, nil)
+		writeReply(s, rt, wireReply{Status: StatusOK, Have: have}, nil)
 
 	case typeDelete:
 		err := sv.store.Delete(ctx, owner, rq.id)
-		sv.reply(s, rt, sv.storeReply(err, log, "delete", rq.id), nil)
+		writeReply(s, rt, sv.storeReply(err, log, "delete", rq.id), nil)
 
 	case typeStat:
 		used, capacity, count := sv.store.Usage()
-		sv.reply(s, rt, wireReply{
+		writeReply(s, rt, wireReply{
 			Status:   StatusOK,
 			Used:     uint64(max(used, 0)),
 			Capacity: uint64(max(capacity, 0)),
@@ -245,29 +245,9 @@ func (sv *shardServer) storeReply(err error, log *slog.Logger, op string, id pee
 	return wireReply{Status: StatusInternal, Message: "internal error"}
 }
 
-// reply writes a reply (and body) and closes the stream.
-func (sv *shardServer) reply(s network.Stream, t msgType, w wireReply, body []byte) {
-	b, err := encodeReply(make([]byte, 0, 64), t, w)
-	if err != nil {
-		s.Reset()
-		return
-	}
-	if _, err := s.Write(b); err != nil {
-		s.Reset()
-		return
-	}
-	if len(body) > 0 {
-		if _, err := s.Write(body); err != nil {
-			s.Reset()
-			return
-		}
-	}
-	s.Close()
-}
-
 // refuse replies with a refusal and closes the stream in both directions
 // without reading the rest of the request: the muxer drops what the peer
 // still sends, and its flow control stops the peer.
 func (sv *shardServer) refuse(s network.Stream, t msgType, st Status, msg string) {
-	sv.reply(s, t, wireReply{Status: st, Message: msg}, nil)
+	writeReply(s, t, wireReply{Status: st, Message: msg}, nil)
 }
