@@ -139,16 +139,21 @@ func TestUploadEvictFetch(t *testing.T) {
 		t.Fatalf("cache holds %d bytes, bound 1 MiB", st.CachedBytes)
 	}
 	// Shards spread over distinct peers: 6 shards per segment on 6 peers.
+	net.mu.Lock()
 	for p, m := range net.peers {
 		if len(m) == 0 {
+			net.mu.Unlock()
 			t.Fatalf("peer %s holds no shard", p)
 		}
 	}
+	net.mu.Unlock()
 	// Two peers down, one lying: still k=4 good shards of 6? 6-2-1=3 < 4, so
 	// only two faults at a time: one down, one lying.
 	ps := net.StoragePeers()
+	net.mu.Lock()
 	net.down[ps[0]] = true
 	net.liar[ps[1]] = true
+	net.mu.Unlock()
 	for id, want := range chunks {
 		got, err := r.Fetch(ctx, id)
 		if err != nil || !bytes.Equal(got, want) {
@@ -156,7 +161,9 @@ func TestUploadEvictFetch(t *testing.T) {
 		}
 	}
 	// Three bad peers: data is unavailable, never wrong.
+	net.mu.Lock()
 	net.down[ps[2]] = true
+	net.mu.Unlock()
 	r.mu.Lock()
 	r.opts.CacheBytes = 1 // evict everything
 	r.evictLocked()
