@@ -109,35 +109,7 @@ func (n *Node) putRoot(ctx context.Context, p peer.ID, b []byte) (time.Duration,
 	if err != nil {
 		return 0, err
 	}
-	// Write while reading the reply, so that a refusal is seen before the
-	// whole record is sent.
-	type sent struct {
-		err error
-		at  time.Time
-	}
-	wrote := make(chan sent, 1)
-	go func() {
-		_, err := c.s.Write(msg)
-		if err == nil {
-			_, err = c.s.Write(b)
-		}
-		if err == nil {
-			err = c.s.CloseWrite()
-		}
-		wrote <- sent{err, time.Now()}
-	}()
-	w, err := c.readReply()
-	if err == nil {
-		err = c.statusError(w)
-	}
-	if err != nil {
-		c.s.Reset()
-		<-wrote
-		return 0, c.done(err)
-	}
-	wr := <-wrote
-	c.done(nil)
-	return c.replyAt.Sub(wr.at), nil
+	return c.upload(msg, b)
 }
 
 // GetRoot fetches owner's root record from peer p. The record is verified:

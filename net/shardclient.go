@@ -240,8 +240,13 @@ func (n *Node) putShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, da
 	if err != nil {
 		return 0, err
 	}
-	// Write the request while reading the reply, so that a refusal is seen
-	// (and the upload stopped) before the whole body is sent.
+	return c.upload(msg, data)
+}
+
+// upload writes a request and its body while reading the reply, so that a
+// refusal is seen (and the upload stopped) before the whole body is sent.
+// It returns the time from the end of the upload to the reply.
+func (c *call) upload(msg, body []byte) (time.Duration, error) {
 	type sent struct {
 		err error
 		at  time.Time
@@ -249,8 +254,8 @@ func (n *Node) putShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, da
 	wrote := make(chan sent, 1)
 	go func() {
 		_, err := c.s.Write(msg)
-		if err == nil && len(data) > 0 {
-			_, err = c.s.Write(data)
+		if err == nil && len(body) > 0 {
+			_, err = c.s.Write(body)
 		}
 		if err == nil {
 			err = c.s.CloseWrite()
@@ -264,8 +269,7 @@ func (n *Node) putShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, da
 	if err != nil {
 		c.s.Reset()
 		<-wrote
-		err = c.done(err)
-		return 0, err
+		return 0, c.done(err)
 	}
 	// The peer replies only after reading the whole body.
 	wr := <-wrote
