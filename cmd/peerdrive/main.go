@@ -74,6 +74,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.home, "home", def, "node home directory (env PEERDRIVE_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
 	root.AddCommand(initCmd(g), idCmd(g), mountCmd(g), serveCmd(g), statusCmd(g), syncCmd(g), shutdownCmd(g), snapshotsCmd(g), demoCmd(g))
+	root.AddCommand(computeWorkerCmd())
 	return root
 }
 

@@ -1,0 +1,3 @@
+module stepper
+
+go 1.21
