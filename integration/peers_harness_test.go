@@ -153,6 +153,7 @@ type serveOpts struct {
 	Bootstrap  []string // full multiaddrs
 	Contribute string   // default 512MiB
 	Wrap       []string // a command that execs the rest, e.g. ip netns exec NS
+	Extra      []string // more serve flags (gc_test.go: --shard-lease)
 }
 
 // launchServe initializes home (unless it has a node) and starts `peerdrive serve` on it,
@@ -182,6 +183,7 @@ func launchServe(t testing.TB, name, home string, o serveOpts) (*ServeNode, erro
 	for _, b := range o.Bootstrap {
 		argv = append(argv, "--bootstrap", b)
 	}
+	argv = append(argv, o.Extra...)
 	p, err := launchProc(t, name, serveReadyLine, argv, nil)
 	if err != nil {
 		return nil, err

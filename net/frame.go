@@ -40,12 +40,15 @@ const (
 	// Root protocol requests (docs/protocol.md §5).
 	typePutRoot msgType = 0x06
 	typeGetRoot msgType = 0x07
+	typeAudit   msgType = 0x08 // proof of storage (docs/audit.md §2)
+	typeRenew   msgType = 0x09 // extend leases on holds (docs/gc.md §5)
+	typeClaim   msgType = 0x0A // owner delegation (docs/gc.md §5)
 	replyBit    msgType = 0x80
 )
 
 func (t msgType) String() string {
 	names := [...]string{typePut: "PUT", typeGet: "GET", typeHas: "HAS", typeDelete: "DELETE", typeStat: "STAT",
-		typePutRoot: "PUTROOT", typeGetRoot: "GETROOT"}
+		typePutRoot: "PUTROOT", typeGetRoot: "GETROOT", typeAudit: "AUDIT", typeRenew: "RENEW", typeClaim: "CLAIM"}
 	base := t &^ replyBit
 	if base == 0 || int(base) >= len(names) {
 		return fmt.Sprintf("type 0x%02x", uint8(t))
@@ -71,6 +74,10 @@ func headerLimit(t msgType) int {
 		return 512
 	case typeHas | replyBit:
 		return 2 << 10
+	case typeAudit, typeAudit | replyBit:
+		return auditHeaderLimit(t)
+	case typeRenew, typeRenew | replyBit, typeClaim, typeClaim | replyBit:
+		return leaseHeaderLimit(t)
 	}
 	return 0
 }
@@ -93,11 +100,13 @@ const (
 	// Root protocol only (docs/protocol.md §5.3).
 	StatusBadSignature Status = 10
 	StatusStale        Status = 11
+	// Admission (docs/ledger.md §3): the peer takes more than it gives.
+	StatusGiveBack Status = 12
 )
 
 func (s Status) String() string {
 	names := [...]string{"", "ok", "not-found", "full", "not-owner", "bad-request", "busy", "too-large", "bad-hash", "internal",
-		"bad-signature", "stale"}
+		"bad-signature", "stale", "give-back-first"}
 	if s == 0 || s >= Status(len(names)) {
 		return fmt.Sprintf("status %d", uint64(s))
 	}
@@ -106,9 +115,11 @@ func (s Status) String() string {
 
 // wireRequest is a request header as encoded.
 type wireRequest struct {
-	ID   []byte   `cbor:"1,keyasint,omitempty"`
-	Size uint64   `cbor:"2,keyasint,omitempty"`
-	IDs  [][]byte `cbor:"3,keyasint,omitempty"`
+	ID     []byte   `cbor:"1,keyasint,omitempty"`
+	Size   uint64   `cbor:"2,keyasint,omitempty"`
+	IDs    [][]byte `cbor:"3,keyasint,omitempty"`
+	Leaves []uint64 `cbor:"4,keyasint,omitempty"` // AUDIT (docs/audit.md §2)
+	Claim  []byte   `cbor:"5,keyasint,omitempty"` // CLAIM (docs/gc.md §5)
 }
 
 // wireReply is a reply header as encoded.
@@ -125,10 +136,12 @@ type wireReply struct {
 
 // request is a decoded, validated request header.
 type request struct {
-	typ  msgType
-	id   peerdrive.ShardID   // PUT, GET, DELETE; GETROOT: the owner key
-	size int                 // PUT, PUTROOT
-	ids  []peerdrive.ShardID // HAS
+	typ    msgType
+	id     peerdrive.ShardID   // PUT, GET, DELETE; GETROOT: the owner key
+	size   int                 // PUT, PUTROOT
+	ids    []peerdrive.ShardID // HAS
+	leaves []int               // AUDIT
+	claim  []byte              // CLAIM
 }
 
 // Framing errors. errTooLarge and errMalformed are the peer's fault;
@@ -285,6 +298,10 @@ func decodeRequest(t msgType, h []byte) (request, error) {
 		if rq.id, ok = shardID(w.ID); !ok {
 			return rq, fmt.Errorf("%s: %d-byte owner: %w", t, len(w.ID), errMalformed)
 		}
+	case typeAudit:
+		return decodeAudit(rq, w)
+	case typeRenew, typeClaim:
+		return decodeLease(rq, w)
 	default:
 		return rq, fmt.Errorf("%s: %w", t, errMalformed)
 	}
@@ -309,6 +326,10 @@ func encodeRequest(rq request) ([]byte, error) {
 		w.Size = uint64(rq.size)
 	case typeGetRoot:
 		w.ID = rq.id[:]
+	case typeAudit:
+		w.ID, w.Leaves = rq.id[:], encodeLeaves(rq.leaves)
+	case typeRenew, typeClaim:
+		encodeLease(rq, &w)
 	}
 	return appendMessage(nil, rq.typ, &w)
 }

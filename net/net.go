@@ -95,6 +95,8 @@ type Config struct {
 	Bootstrap []string
 	// MDNS turns on LAN discovery (multicast DNS).
 	MDNS bool
+
+	Private // private network and relay settings (private.go)
 }
 
 // Node is a running libp2p host.
@@ -111,6 +113,10 @@ type Node struct {
 	mu     sync.Mutex
 	shards *shardServer // nil until ServeShards
 	roots  *rootServer  // nil until ServeRoots
+
+	admitter atomic.Pointer[Admitter]    // the ledger's admission rule (admission.go)
+	puts     atomic.Pointer[PutObserver] // told of our PUTs (admission.go)
+	lease    leaseState                  // delegations and claims (lease.go)
 }
 
 // Start builds a libp2p host for cfg and listens on every address in
@@ -145,6 +151,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	listen := cfg.Listen
 	if len(listen) == 0 {
 		listen = DefaultListen
+	}
+	if listen, err = tcpOnlyIfPrivate(listen, cfg.PSK); err != nil {
+		return nil, err
 	}
 	addrs := make([]ma.Multiaddr, 0, len(listen))
 	for _, s := range listen {
@@ -182,7 +191,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// process could bind the same port silently (SO_REUSEPORT) instead of
 		// failing with "address already in use".
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Transport(libp2pquic.NewTransport),
+		quicUnlessPrivate(cfg.PSK, libp2pquic.NewTransport),
+		cfg.Private.options(),
 		// TLS first: over TCP it costs ~8% less CPU per shard byte than
 		// Noise here (BenchmarkShard: 1.9 vs 2.1 ms/MB, both ends); Noise
 		// stays for peers that prefer it.

@@ -106,7 +106,7 @@ func (sv *shardServer) handle(s network.Stream) {
 	}
 	t := msgType(b)
 	switch t {
-	case typePut, typeGet, typeHas, typeDelete, typeStat:
+	case typePut, typeGet, typeHas, typeDelete, typeStat, typeAudit, typeRenew, typeClaim:
 	default:
 		// No reply type to answer with: not our protocol.
 		log.Debug("shard stream with unknown message type", "type", t)
@@ -156,11 +156,16 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 	ctx, cancel := context.WithDeadline(sv.n.ctx, deadline)
 	defer cancel()
 	rt := rq.typ | replyBit
-	owner := remote.String()
+	owner := sv.n.OwnerOf(remote) // the owner's account if it sent a delegation (lease.go)
 
 	switch rq.typ {
 	case typePut:
 		size := int64(rq.size)
+		if err := sv.n.admitPut(remote, size); err != nil { // the ledger (docs/ledger.md §3)
+			log.Debug("shard put refused: peer does not give back", "shard", rq.id.Short(), "size", size, "err", err)
+			sv.refuse(s, rt, admitStatus(err), err.Error())
+			return
+		}
 		if !sv.reserve(size) {
 			log.Debug("shard put refused: too many bytes in flight", "shard", rq.id.Short(), "size", size)
 			sv.refuse(s, rt, StatusBusy, "too many bytes in flight")
@@ -212,8 +217,14 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 		writeReply(s, rt, wireReply{Status: StatusOK, Have: have}, nil)
 
 	case typeDelete:
-		err := sv.store.Delete(ctx, owner, rq.id)
+		err := sv.deleteHold(ctx, owner, remote, rq.id)
 		writeReply(s, rt, sv.storeReply(err, log, "delete", rq.id), nil)
+
+	case typeAudit:
+		sv.serveAudit(ctx, s, rq, log)
+
+	case typeRenew, typeClaim:
+		sv.serveLease(ctx, s, rq, remote, log)
 
 	case typeStat:
 		used, capacity, count := sv.store.Usage()

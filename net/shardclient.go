@@ -66,6 +66,8 @@ func (e *StatusError) Unwrap() []error {
 		return []error{ErrRefused, peerdrive.ErrBadSignature}
 	case StatusStale:
 		return []error{ErrRefused, ErrStale}
+	case StatusGiveBack:
+		return []error{ErrRefused, ErrGiveBack}
 	}
 	return []error{ErrRefused}
 }
@@ -117,6 +119,7 @@ func (n *Node) dial(ctx context.Context, p peer.ID, t msgType) (*call, error) {
 	if t == typePut || t == typeGet {
 		timeout = bulkTimeout
 	}
+	n.claimFor(ctx, p, t) // owner delegation, once per connection (lease.go)
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	s, err := n.openShardStream(cctx, p)
 	if err != nil {
@@ -196,7 +199,7 @@ func (n *Node) finish(p peer.ID, op string, id string, err error, latency time.D
 		if op == "put" && err == nil {
 			n.scores.SetFull(p, false)
 		}
-	case errors.Is(err, ErrFull):
+	case errors.Is(err, ErrFull), errors.Is(err, ErrGiveBack): // a refusal to store: place elsewhere
 		n.scores.Success(p, latency)
 		n.scores.SetFull(p, true)
 	case errors.Is(err, ErrBadShard):
@@ -228,6 +231,9 @@ func (n *Node) PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, da
 		return fmt.Errorf("net: put shard %s: %d bytes, over %d: %w", id.Short(), len(data), MaxShardSize, ErrRefused)
 	}
 	lat, err := n.putShard(ctx, p, id, data)
+	if err == nil {
+		n.observePut(p, id, len(data)) // the ledger (admission.go)
+	}
 	return n.finish(p, "put", id.Short(), err, lat)
 }
 

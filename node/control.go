@@ -47,6 +47,13 @@ type Status struct {
 	ReadOnlyReason    string `json:"read_only_reason,omitempty"`
 	RootSeq           uint64 `json:"root_seq,omitempty"`
 	Writer            string `json:"writer,omitempty"`
+
+	LedgerStatus // per-peer ledger, network ledger (ledger.go)
+
+	GCPendingBytes int64 `json:"gc_pending_bytes"` // gc.go
+	GCFreedBytes   int64 `json:"gc_freed_bytes"`   // gc.go
+
+	RepairStatus // audits and repair (repair.go)
 }
 
 // Status reports the node's figures.
@@ -67,6 +74,7 @@ func (n *Node) Status() Status {
 		StorageOnly:      n.cfg.StorageOnly,
 		CacheBytes:       n.cfg.CacheSize,
 	}
+	n.ledgerStatus(&st) // ledger.go
 	if n.tree == nil {
 		return st
 	}
@@ -78,8 +86,10 @@ func (n *Node) Status() Status {
 			st.Writer = rec.Writer
 		}
 	}
+	n.gcStatus(&st) // gc.go
 	ts := n.tree.Stats()
 	rs := n.rep.Stats()
+	n.repairStatus(&st) // repair.go
 	st.QuotaBytes = Quota(n.cfg.Contribute, n.cfg.DataShards, n.cfg.ParityShards)
 	st.UsedBytes, st.StoredBytes, st.Chunks, st.Inodes = ts.Used, ts.Stored, ts.Chunks, ts.Inodes
 	st.PendingUploadBytes = uint64(max(rs.PendingBytes, 0))
@@ -127,6 +137,7 @@ func (n *Node) Publish(ctx context.Context, progress func(pending int64)) (snaps
 	if err != nil {
 		return info, err
 	}
+	n.gcKick() // collect what left retention (gc.go)
 	if rec, _, err := n.pub.Latest(ctx); err == nil {
 		n.roots.Put(ctx, rec) // this node answers for its own drive too
 	}

@@ -33,6 +33,13 @@ import (
 // k/n × (1 − AdminShare).
 const AdminShare = 0.03
 
+// Default erasure coding, k data + m parity shards per segment: with
+// AdminShare, 100 GB contributed buys 100 × 12/16 × 0.97 = 72.75 GB of drive.
+const (
+	DefaultDataShards   = 12
+	DefaultParityShards = 4
+)
+
 // Config of a node.
 type Config struct {
 	Home         string
@@ -59,9 +66,13 @@ type Config struct {
 	RestoreTimeout time.Duration
 	// Retention of snapshots; zero: snapshot.DefaultRetention.
 	Retention snapshot.Retention
+	Repair    replica.RepairOptions // audits and repair (repair.go, docs/audit.md)
 	// Progress, if set, receives one-line progress messages (restore).
 	Progress func(msg string)
 	Log      *slog.Logger
+
+	LedgerConfig // private network, coordinator, ledger allowance (ledger.go)
+	GCConfig     // shard leases and garbage collection (gc.go)
 }
 
 // DefaultCacheSize bounds the local chunk cache when --cache-size is not given.
@@ -98,6 +109,8 @@ type Node struct {
 	fs          *pfs.FS
 	net         *pnet.Node
 	ctl         *control
+	led         *ledgerState // ledger.go
+	gcs         *gcState     // garbage collection and leases (gc.go)
 
 	mu         sync.Mutex
 	srv        *fuse.Server
@@ -120,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.DataShards == 0 {
-		cfg.DataShards, cfg.ParityShards = 12, 4
+		cfg.DataShards, cfg.ParityShards = DefaultDataShards, DefaultParityShards
 	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = DefaultCacheSize
@@ -156,11 +169,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.net, err = pnet.Start(ctx, pnet.Config{Key: keys.Node, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, MDNS: cfg.MDNS})
+	if err := n.privateNetwork(&cfg); err != nil { // private.go
+		return nil, err
+	}
+	n.net, err = pnet.Start(ctx, pnet.Config{Key: keys.Node, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, MDNS: cfg.MDNS, Private: n.led.private})
 	if err != nil {
 		return nil, err
 	}
 	n.net.ServeShards(n.shards)
+	n.startSweeper() // expired holds (gc.go)
 	n.roots = store.NewRoots(n.db)
 	n.net.ServeRoots(n.roots)
 	if err := n.net.WriteAddrs(filepath.Join(cfg.Home, AddrsFile)); err != nil {
@@ -170,6 +187,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err := n.startDrive(ctx, keys); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.startLedger(); err != nil { // ledger.go
+		return nil, err
 	}
 	n.ctl, err = startControl(n, filepath.Join(cfg.Home, ControlSocket))
 	if err != nil {
@@ -186,6 +206,8 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		Params:     segment.Params{K: cfg.DataShards, M: cfg.ParityShards},
 		CacheBytes: cfg.CacheSize,
 		Log:        cfg.Log,
+
+		RepairOptions: cfg.Repair, // audits and repair (repair.go)
 	})
 	if err != nil {
 		return err
@@ -239,9 +261,11 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		}
 	}
 	n.rep.Start()
+	n.startGC(keys) // gc.go
 	if !cfg.ReadOnly {
 		n.bg.Add(1)
 		go n.publishLoop()
+		n.startRepairPublisher() // repair.go
 	}
 	return nil
 }
@@ -526,6 +550,7 @@ func (n *Node) close(ctx context.Context) error {
 	if n.fs != nil {
 		errs = append(errs, n.fs.Close(ctx))
 	}
+	n.stopGC() // gc.go
 	if n.rep != nil {
 		n.rep.Close()
 	}
@@ -537,6 +562,7 @@ func (n *Node) close(ctx context.Context) error {
 		errs = append(errs, n.net.Close())
 		os.Remove(filepath.Join(n.cfg.Home, AddrsFile))
 	}
+	n.closeLedger() // ledger.go
 	if n.db != nil {
 		errs = append(errs, n.db.Close())
 	}

@@ -220,8 +220,8 @@ func (r *Replica) refill(seg []byte, rec Segment) {
 	var put []ChunkLoc
 	err := r.db.Update(int64(len(seg)), func(tx *store.Txn) error {
 		for _, c := range rec.Chunks {
-			if r.cache.has(c.ID) {
-				continue
+			if _, q := r.queueSet[c.ID]; q || r.cache.has(c.ID) {
+				continue // queued again (a repack, gc.go): pinned, not evictable
 			}
 			if ok, err := tx.Has(idKey(tagLocation, c.ID)); err != nil || !ok {
 				continue // deleted since

@@ -2,13 +2,17 @@ package replica
 
 import (
 	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/store"
 )
 
 // Health is the redundancy of placed data as seen from here: a shard counts
-// as healthy while its peer is connected.
+// as healthy while its peer is connected and trusted and the shard has not
+// failed an audit (docs/audit.md §5).
 type Health struct {
 	Segments        int
 	Chunks          int
@@ -20,10 +24,33 @@ type Health struct {
 }
 
 func (r *Replica) checkHealth() {
-	connected := map[string]bool{}
+	connected := map[peer.ID]bool{}
 	for _, p := range r.net.StoragePeers() {
-		connected[string(p)] = true
+		connected[p] = true
 	}
+	judge, _ := r.net.(peerJudge)
+	var marked map[markKey]bool
+	if m := r.maint; m != nil {
+		m.mu.Lock()
+		marked = make(map[markKey]bool, len(m.marked))
+		for k := range m.marked {
+			marked[k] = true
+		}
+		m.mu.Unlock()
+	}
+	states := map[peer.ID]PeerState{}
+	state := func(p peer.ID) PeerState {
+		ps, ok := states[p]
+		if !ok {
+			ps = PeerState{Connected: connected[p], LastSeen: time.Now()}
+			if judge != nil && connected[p] {
+				ps.Distrusted = judge.Distrusted(p)
+			}
+			states[p] = ps
+		}
+		return ps
+	}
+	held := map[peer.ID]int64{}
 	var h Health
 	h.PeerLossTolerated = -1
 	err := r.db.View(func(tx *store.Txn) error {
@@ -33,11 +60,14 @@ func (r *Replica) checkHealth() {
 				return false, err
 			}
 			h.Segments++
+			ss := int64(s.Params.ShardSize(int(s.Size)))
 			healthy := 0
 			perPeer := map[string]int{}
 			for _, sh := range s.Shards {
+				p := peer.ID(sh.Peer)
 				perPeer[string(sh.Peer)]++
-				if connected[string(sh.Peer)] {
+				held[p] += ss
+				if shardHealthy(state(p), marked[markKey{sh.ID, p}]) {
 					healthy++
 				}
 			}
@@ -74,6 +104,7 @@ func (r *Replica) checkHealth() {
 	if h.PeerLossTolerated < 0 {
 		h.PeerLossTolerated = 0
 	}
+	r.setHeld(held)
 	r.mu.Lock()
 	r.health = h
 	r.mu.Unlock()

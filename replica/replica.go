@@ -57,7 +57,8 @@ type Location struct {
 // ShardLoc is one placed shard.
 type ShardLoc struct {
 	ID   peerdrive.ShardID `cbor:"1,keyasint"`
-	Peer []byte            `cbor:"2,keyasint"` // libp2p peer ID, binary form
+	Peer []byte            `cbor:"2,keyasint"`           // libp2p peer ID, binary form
+	Root []byte            `cbor:"3,keyasint,omitempty"` // audit root (docs/audit.md §3); absent in older records
 }
 
 // ChunkLoc lists a chunk inside a segment.
@@ -96,7 +97,8 @@ type Options struct {
 	PackDelay  time.Duration // how long a partial segment waits for more chunks (0: 1 s)
 	Log        *slog.Logger
 	// ShardTimeout bounds one shard transfer (0: 60 s).
-	ShardTimeout time.Duration
+	ShardTimeout  time.Duration
+	RepairOptions // audits and repair (audit.go, repair.go)
 }
 
 // Replica runs replication for one drive.
@@ -130,6 +132,7 @@ type Replica struct {
 	fetches   map[uint64]*fetchCall
 	recent    *recentSeg // the last segment fetched (under fetchMu)
 	firstSeen map[peerdrive.ChunkID]time.Time
+	maint     *maintenance // audits and repair (audit.go, repair.go)
 }
 
 // New returns a Replica over db. Call Start to run it.
@@ -204,6 +207,7 @@ func (r *Replica) load() error {
 
 // Start runs the uploader and the cache keeper.
 func (r *Replica) Start() {
+	r.startMaintenance()
 	r.wg.Add(2)
 	go r.uploader()
 	go r.keeper()
@@ -251,6 +255,7 @@ func (r *Replica) Dropped(id peerdrive.ChunkID, sealedBytes int64) {
 		r.pending -= size
 		return
 	}
+	r.noteDeath(id) // placed: tombstone for the collector (gc.go)
 	r.cache.remove(id)
 }
 

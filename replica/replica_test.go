@@ -27,6 +27,10 @@ type memNet struct {
 	down  map[peer.ID]bool
 	liar  map[peer.ID]bool
 	puts  int
+	// audits and repair (repair_test.go)
+	distrusted map[peer.ID]bool
+	deletes    int
+	putLog     []peerdrive.ShardID
 }
 
 func newMemNet(n int) *memNet {
@@ -59,6 +63,7 @@ func (m *memNet) PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, 
 	}
 	m.peers[p][id] = append([]byte(nil), data...)
 	m.puts++
+	m.putLog = append(m.putLog, id)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/audit"
 	"github.com/peerdrive/peerdrive/segment"
 	"github.com/peerdrive/peerdrive/store"
 )
@@ -277,7 +278,8 @@ func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, 
 				err := r.net.PutShard(sctx, p, enc.IDs[i], enc.Shards[i])
 				cancel()
 				if err == nil {
-					out[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p)}
+					root := audit.Root(enc.Shards[i]) // docs/audit.md §3
+					out[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p), Root: root[:]}
 					errs[i] = nil
 					return
 				}
@@ -331,6 +333,10 @@ func (r *Replica) commitSegment(rec Segment) error {
 	num := r.nextSeg
 	var moved []ChunkLoc
 	err := r.db.Update(0, func(tx *store.Txn) error {
+		var err error
+		if num, err = freeSegNum(tx, num); err != nil { // gc.go: never over a restored segment
+			return err
+		}
 		v, err := peerdrive.Marshal(&rec)
 		if err != nil {
 			return err
@@ -339,6 +345,9 @@ func (r *Replica) commitSegment(rec Segment) error {
 			return err
 		}
 		for _, c := range rec.Chunks {
+			if err := tx.Delete(tombKey(c.ID)); err != nil { // a new life (gc.go)
+				return err
+			}
 			ok, err := tx.Has(QueueKey(c.ID))
 			if err != nil {
 				return err

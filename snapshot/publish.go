@@ -168,6 +168,9 @@ func (p *Publisher) Snapshots(ctx context.Context) ([]Info, error) {
 // Publish uploads the current tree and publishes a new root record: a new
 // snapshot. The caller has flushed and synced the drive first.
 func (p *Publisher) Publish(ctx context.Context) (Info, error) {
+	// The snapshot's time is when its tree is read: the garbage collector
+	// relies on it (docs/gc.md §2.1).
+	dumped := time.Now()
 	pieces, queued, err := Dump(p.DB)
 	if err != nil {
 		return Info{}, fmt.Errorf("dump tree: %w", err)
@@ -197,7 +200,7 @@ func (p *Publisher) Publish(ctx context.Context) (Info, error) {
 			return Info{}, fmt.Errorf("upload tree: %w", err)
 		}
 	}
-	m := Manifest{Time: time.Now().UnixNano()}
+	m := Manifest{Time: dumped.UnixNano()}
 	if p.Stats != nil {
 		m.Files, m.Bytes = p.Stats()
 	}

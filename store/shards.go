@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/peerdrive/peerdrive"
 )
@@ -29,6 +30,17 @@ const (
 	tagShard = 'P' // 'P' || shard ID -> shard bytes
 	tagHold  = 'Q' // 'Q' || shard ID || owner -> shard size (uvarint)
 	tagTally = 'T' // 'T' -> used bytes (uvarint) || shard count (uvarint)
+	tagLease = 'E' // 'E' || expiry (8, unix s) || shard ID || owner -> empty (docs/gc.md §6)
+)
+
+// Lease timing (docs/gc.md §3): the one place these constants live.
+const (
+	// LeaseTime is how long a hold lives without renewal.
+	LeaseTime = 30 * 24 * time.Hour
+	// RenewEvery is how often an owner renews all its holds.
+	RenewEvery = 24 * time.Hour
+	// SweepEvery is how often a storage node drops expired holds.
+	SweepEvery = time.Hour
 )
 
 // Shards is a storage node's store of other peers' shards, in the DB's
@@ -49,6 +61,8 @@ type Shards struct {
 	capacity int64
 	used     int64
 	count    int64
+	lease    time.Duration    // LeaseTime unless SetLease
+	now      func() time.Time // time.Now; tests replace it
 }
 
 // tallyKey is where the tally lives.
@@ -76,7 +90,7 @@ func holdKey(id peerdrive.ShardID, owner string) []byte {
 // (what the node contributes). It reads the tally; a tally that does not
 // decode is ErrCorrupt.
 func NewShards(db *DB, capacity int64) (*Shards, error) {
-	s := &Shards{db: db, capacity: max(capacity, 0)}
+	s := &Shards{db: db, capacity: max(capacity, 0), lease: LeaseTime, now: time.Now}
 	err := db.View(func(t *Txn) error {
 		v, err := t.Get(tallyKey)
 		if errors.Is(err, ErrNotFound) {
@@ -166,8 +180,10 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 	if err != nil {
 		return fmt.Errorf("put shard %s: %w", id.Short(), err)
 	}
+	expiry := s.now().Add(s.lease).Unix()
 	if held && stored {
-		return nil
+		_, err := s.renewLocked(owner, []peerdrive.ShardID{id}, expiry)
+		return err
 	}
 
 	size := int64(len(data))
@@ -182,7 +198,7 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 		count++
 		need += size
 	}
-	hold := binary.AppendUvarint(nil, uint64(size))
+	hold := encodeHold(size, expiry)
 	err = s.db.Update(need, func(t *Txn) error {
 		if !stored {
 			if err := t.PutBlob(shardKey(id), data); err != nil {
@@ -190,6 +206,9 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 			}
 		}
 		if err := t.Set(holdKey(id, owner), hold); err != nil {
+			return err
+		}
+		if err := t.Set(leaseKey(expiry, id, owner), nil); err != nil {
 			return err
 		}
 		return t.Set(tallyKey, encodeTally(used, count))
@@ -283,19 +302,33 @@ func (s *Shards) Delete(ctx context.Context, owner string, id peerdrive.ShardID)
 	if hold == nil {
 		return fmt.Errorf("delete shard %s for %s: %w", id.Short(), owner, classed{ErrNotOwner, fs.ErrPermission})
 	}
-	size, n := binary.Uvarint(hold)
-	if n <= 0 || n != len(hold) || size > 1<<62 {
-		return fmt.Errorf("delete shard %s: hold %x: %w", id.Short(), hold, ErrCorrupt)
+	size, expiry, err := decodeHold(hold)
+	if err != nil {
+		return fmt.Errorf("delete shard %s: %w", id.Short(), err)
 	}
+	if err := s.dropHoldLocked(id, owner, size, expiry, others); err != nil {
+		return fmt.Errorf("delete shard %s: %w", id.Short(), err)
+	}
+	return nil
+}
 
+// dropHoldLocked deletes owner's hold on id (with its lease index entry)
+// and, if no other owner holds it, the shard and its bytes from the tally.
+// s.mu is held.
+func (s *Shards) dropHoldLocked(id peerdrive.ShardID, owner string, size uint64, expiry int64, others bool) error {
 	used, count := s.used, s.count
 	if !others {
 		used = max(used-int64(size), 0)
 		count = max(count-1, 0)
 	}
-	err = s.db.Update(0, func(t *Txn) error {
+	err := s.db.Update(0, func(t *Txn) error {
 		if err := t.Delete(holdKey(id, owner)); err != nil {
 			return err
+		}
+		if expiry != 0 {
+			if err := t.Delete(leaseKey(expiry, id, owner)); err != nil {
+				return err
+			}
 		}
 		if others {
 			return nil
@@ -306,7 +339,7 @@ func (s *Shards) Delete(ctx context.Context, owner string, id peerdrive.ShardID)
 		return t.Set(tallyKey, encodeTally(used, count))
 	})
 	if err != nil {
-		return fmt.Errorf("delete shard %s: %w", id.Short(), err)
+		return err
 	}
 	s.used, s.count = used, count
 	return nil

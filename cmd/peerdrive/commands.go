@@ -14,6 +14,7 @@ import (
 
 	pnet "github.com/peerdrive/peerdrive/net"
 	"github.com/peerdrive/peerdrive/node"
+	"github.com/peerdrive/peerdrive/replica"
 )
 
 func initCmd(g *globals) *cobra.Command {
@@ -93,8 +94,10 @@ func nodeFlags(c *cobra.Command, cfg *node.Config) {
 	f.Var(sizeValue{&cfg.Contribute}, "contribute", "disk space given to the network, e.g. 100GB (default 10GiB)")
 	f.Var(sizeValue{&cfg.CacheSize}, "cache-size", "bound of the local chunk cache, e.g. 2GiB (default 2GiB)")
 	f.BoolVar(&cfg.MDNS, "mdns", false, "discover peers on the LAN with multicast DNS")
-	f.IntVar(&cfg.DataShards, "data-shards", 12, "erasure coding: data shards per chunk (k)")
-	f.IntVar(&cfg.ParityShards, "parity-shards", 4, "erasure coding: parity shards per chunk (m)")
+	f.IntVar(&cfg.DataShards, "data-shards", node.DefaultDataShards, "erasure coding: data shards per chunk (k)")
+	f.IntVar(&cfg.ParityShards, "parity-shards", node.DefaultParityShards, "erasure coding: parity shards per chunk (m)")
+	ledgerFlags(f, cfg) // ledger.go: --network, --ledger-allowance
+	gcFlags(f, cfg)     // gc.go: --shard-lease, --lease-renew, --gc-every (hidden)
 }
 
 func mountCmd(g *globals) *cobra.Command {
@@ -157,6 +160,9 @@ func mountCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.Retention.Hourly, "keep-hourly", 24, "snapshots: keep one per hour for the last N hours")
 	c.Flags().IntVar(&cfg.Retention.Daily, "keep-daily", 30, "snapshots: keep one per day for the last N days")
 	c.Flags().BoolVar(&cfg.AllowOther, "allow-other", false, "let other local users use the mount (permissions still apply)")
+	c.Flags().DurationVar(&cfg.Repair.RepairGrace, "repair-grace", replica.DefaultRepairGrace, "rebuild the shards of a peer unreachable this long on other peers")
+	c.Flags().DurationVar(&cfg.Repair.AuditInterval, "audit-interval", replica.DefaultAuditInterval, "audit one random shard on each peer this often (negative: never)")
+	c.Flags().Var(sizeValue{&cfg.Repair.RepairBytesPerSec}, "repair-bandwidth", "bound of repair traffic per second, e.g. 4MiB (default 4MiB)")
 	return c
 }
 
@@ -191,6 +197,8 @@ func statusCmd(g *globals) *cobra.Command {
 			fmt.Printf("used:           %s in %d chunks (%s stored), %d inodes\n", humanize.IBytes(st.UsedBytes), st.Chunks, humanize.IBytes(st.StoredBytes), st.Inodes)
 			fmt.Printf("pending upload: %s\n", humanize.IBytes(st.PendingUploadBytes))
 			fmt.Printf("under-replicated chunks: %d, lost chunks: %d\n", st.UnderReplicatedChunks, st.LostChunks)
+			fmt.Printf("audits: %d passed, %d failed; segments repaired: %d\n", st.AuditsPassed, st.AuditsFailed, st.RepairedSegments)
+			printLedger(st) // ledger.go
 			return nil
 		},
 	}

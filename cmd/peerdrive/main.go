@@ -75,6 +75,8 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
 	root.AddCommand(initCmd(g), idCmd(g), mountCmd(g), serveCmd(g), statusCmd(g), syncCmd(g), shutdownCmd(g), snapshotsCmd(g), demoCmd(g))
 	root.AddCommand(computeWorkerCmd())
+	root.AddCommand(ledgerCommands(g)...) // ledger.go
+	root.AddCommand(simulateCmd())        // simulate.go
 	return root
 }
 
