@@ -209,6 +209,7 @@ func startControl(n *Node, path string) (*control, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(list)
 	})
+	computeRoutes(n, mux)
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "ok\n")
 		n.requestStop()

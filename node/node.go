@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/compute"
 	"github.com/peerdrive/peerdrive/crypto"
 	pfs "github.com/peerdrive/peerdrive/fs"
 	pnet "github.com/peerdrive/peerdrive/net"
@@ -73,6 +74,12 @@ type Config struct {
 
 	LedgerConfig // private network, coordinator, ledger allowance (ledger.go)
 	GCConfig     // shard leases and garbage collection (gc.go)
+
+	// Compute supplier (docs/compute.md): --compute-slots, --compute-window, --compute-when-idle, --compute-memory.
+	ComputeSlots    int
+	ComputeWindows  []string
+	ComputeWhenIdle bool
+	ComputeMemory   int64
 }
 
 // DefaultCacheSize bounds the local chunk cache when --cache-size is not given.
@@ -111,6 +118,7 @@ type Node struct {
 	ctl         *control
 	led         *ledgerState // ledger.go
 	gcs         *gcState     // garbage collection and leases (gc.go)
+	compute     *compute.Service
 
 	mu         sync.Mutex
 	srv        *fuse.Server
@@ -189,6 +197,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	if err := n.startLedger(); err != nil { // ledger.go
+		return nil, err
+	}
+	if err := n.startCompute(); err != nil { // compute.go; after the ledger it pays through
 		return nil, err
 	}
 	n.ctl, err = startControl(n, filepath.Join(cfg.Home, ControlSocket))
@@ -558,6 +569,7 @@ func (n *Node) close(ctx context.Context) error {
 		n.snapDB.Close()
 		os.RemoveAll(n.snapDir)
 	}
+	n.closeCompute()
 	if n.net != nil {
 		errs = append(errs, n.net.Close())
 		os.Remove(filepath.Join(n.cfg.Home, AddrsFile))

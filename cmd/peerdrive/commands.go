@@ -98,6 +98,10 @@ func nodeFlags(c *cobra.Command, cfg *node.Config) {
 	f.IntVar(&cfg.ParityShards, "parity-shards", node.DefaultParityShards, "erasure coding: parity shards per chunk (m)")
 	ledgerFlags(f, cfg) // ledger.go: --network, --ledger-allowance
 	gcFlags(f, cfg)     // gc.go: --shard-lease, --lease-renew, --gc-every (hidden)
+	f.IntVar(&cfg.ComputeSlots, "compute-slots", 0, "run up to N compute units for peers at a time (0: supply no compute)")
+	f.Var(computeWindows{&cfg.ComputeWindows}, "compute-window", "hours compute units may run, e.g. 'Mon-Fri 22:00-07:00' (repeatable; default always)")
+	f.BoolVar(&cfg.ComputeWhenIdle, "compute-when-idle", false, "suspend compute units while this machine's own load is high")
+	f.Var(sizeValue{&cfg.ComputeMemory}, "compute-memory", "memory all compute units may use together, e.g. 2GiB (default 1GiB a slot)")
 }
 
 func mountCmd(g *globals) *cobra.Command {

@@ -76,7 +76,8 @@ func newRoot() *cobra.Command {
 	root.AddCommand(initCmd(g), idCmd(g), mountCmd(g), serveCmd(g), statusCmd(g), syncCmd(g), shutdownCmd(g), snapshotsCmd(g), demoCmd(g))
 	root.AddCommand(computeWorkerCmd())
 	root.AddCommand(ledgerCommands(g)...) // ledger.go
-	root.AddCommand(simulateCmd())        // simulate.go
+	root.AddCommand(computeCmd(g))
+	root.AddCommand(simulateCmd()) // simulate.go
 	return root
 }
 
