@@ -76,7 +76,7 @@ node per day and the usable fraction of contributed space.`,
 					return err
 				}
 				title := fmt.Sprintf("PeerDrive churn simulation: %d days, availability %.0f%%, %.0f%% leave per month, grace %s",
-					days, 100*rs[0].Config.Availability, 100*rs[0].Config.DeparturesPerMonth, rs[0].Config.Grace)
+					days, 100*rs[0].Config.Availability, 100*rs[0].Config.DeparturesPerMonth, strings.TrimSuffix(strings.TrimSuffix(rs[0].Config.Grace.String(), "0s"), "0m"))
 				if err := churn.SVG(f, title, rs); err != nil {
 					f.Close()
 					return err
