@@ -670,11 +670,28 @@ func (s *Service) onResult(from peer.ID, m *resultMsg) *replyMsg {
 	} else if len(u.active()) == 0 {
 		u.State = StateQueued
 	}
+	cpu := time.Duration(float64(r.CPU) * max(j.Spec.Urgency, 1))
 	s.save(j)
 	s.mu.Unlock()
 	s.cancelRuns(stop)
 	s.poke()
-	return &replyMsg{}
+	return &replyMsg{Receipt: s.receipt(from, m.Lease, cpu)}
+}
+
+// receipt signs a receipt for supplier's run; nil if this host has no key
+// to sign with (the supplier then credits nothing).
+func (s *Service) receipt(supplier peer.ID, lease []byte, cpu time.Duration) *Receipt {
+	h := s.cfg.Host
+	priv := h.Peerstore().PrivKey(h.ID())
+	if priv == nil {
+		return nil
+	}
+	r, err := signReceipt(priv, h.ID(), supplier, lease, cpu, time.Now())
+	if err != nil {
+		s.log.Warn("compute receipt not signed", "supplier", supplier, "err", err)
+		return nil
+	}
+	return r
 }
 
 // pay credits the suppliers whose runs agreed with the settled result; the

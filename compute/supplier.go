@@ -150,8 +150,15 @@ func (s *Service) runTask(t *task) {
 		rep, err := s.request(s.ctx, t.requester, typeResult, msg)
 		if err == nil {
 			if rep.Status == statusOK {
-				paid := time.Duration(float64(cpu) * max(t.m.Urgency, 1))
-				s.cfg.Credit.ComputeGiven(t.requester, paid)
+				// Credit only what the requester signed for (receipt.go).
+				if err := rep.Receipt.Verify(t.requester, s.cfg.Host.ID(), t.m.Lease); err != nil {
+					log.Warn("compute result delivered without a valid receipt: no credit", "err", err)
+					return
+				}
+				if err := s.keepReceipt(rep.Receipt); err != nil {
+					log.Warn("compute receipt not kept", "err", err)
+				}
+				s.cfg.Credit.ComputeGiven(t.requester, time.Duration(rep.Receipt.CPU))
 				log.Debug("compute result delivered", "fail", msg.Fail, "cpu", cpu)
 			} else {
 				log.Info("compute result refused", "status", rep.Status, "message", rep.Message)

@@ -104,6 +104,7 @@ type replyMsg struct {
 	Status   int       `cbor:"1,keyasint"`
 	Message  string    `cbor:"2,keyasint,omitempty"`
 	Capacity *Capacity `cbor:"3,keyasint,omitempty"`
+	Receipt  *Receipt  `cbor:"4,keyasint,omitempty"` // to a result (receipt.go)
 }
 
 // Framing errors: the peer's fault.

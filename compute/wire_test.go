@@ -6,6 +6,10 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
+
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func roundTrip(t testing.TB, typ msgType, v any) any {
@@ -95,4 +99,47 @@ func FuzzWire(f *testing.F) {
 			t.Fatalf("re-decoded %+v, want %+v", again, v)
 		}
 	})
+}
+
+func TestReceipt(t *testing.T) {
+	priv, _, err := lcrypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := peer.IDFromPrivateKey(priv)
+	otherPriv, _, _ := lcrypto.GenerateEd25519Key(nil)
+	other, _ := peer.IDFromPrivateKey(otherPriv)
+	sup := peer.ID("supplier")
+	lease := []byte{1, 2, 3}
+	r, err := signReceipt(priv, req, sup, lease, 3*time.Second, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(req, sup, lease); err != nil {
+		t.Fatalf("valid receipt: %v", err)
+	}
+	// Through the wire, as a reply.
+	got := roundTrip(t, typeResult|replyBit, &replyMsg{Receipt: r})
+	if err := got.(*replyMsg).Receipt.Verify(req, sup, lease); err != nil {
+		t.Fatalf("after the wire: %v", err)
+	}
+	forged, _ := signReceipt(otherPriv, req, sup, lease, time.Second, time.Unix(1, 0)) // signed by another key
+	more := *r
+	more.CPU *= 10
+	for name, tc := range map[string]struct {
+		r                   *Receipt
+		requester, supplier peer.ID
+		lease               []byte
+	}{
+		"none":            {nil, req, sup, lease},
+		"inflated CPU":    {&more, req, sup, lease},
+		"forged":          {forged, req, sup, lease},
+		"other requester": {r, other, sup, lease},
+		"other supplier":  {r, req, other, lease},
+		"other lease":     {r, req, sup, []byte{9}},
+	} {
+		if err := tc.r.Verify(tc.requester, tc.supplier, tc.lease); !errors.Is(err, ErrBadReceipt) {
+			t.Errorf("%s: %v, want ErrBadReceipt", name, err)
+		}
+	}
 }
