@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -136,21 +135,9 @@ func coordinatorCmd(g *globals) *cobra.Command {
 			cfg.Home = g.home
 			cfg.StorageOnly = true
 			cfg.Coordinator = true
-			ctx, stop := signalContext()
-			defer stop()
-			n, err := node.Start(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			for _, a := range n.Addrs() {
-				fmt.Fprintf(os.Stderr, "peerdrive: listening on %s\n", a)
-			}
-			fmt.Fprintf(os.Stderr, "peerdrive: coordinator for %s\n", networkName(g.home, cfg.Network))
-			select {
-			case <-ctx.Done():
-			case <-n.Stopped():
-			}
-			return n.Close(context.Background())
+			return runStorageNode(cfg, func(*node.Node) string {
+				return "coordinator for " + networkName(g.home, cfg.Network)
+			})
 		},
 	}
 	nodeFlags(c, &cfg)

@@ -21,25 +21,33 @@ func serveCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Home = g.home
 			cfg.StorageOnly = true
-			ctx, stop := signalContext()
-			defer stop()
-			n, err := node.Start(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			for _, a := range n.Addrs() {
-				fmt.Fprintf(os.Stderr, "peerdrive: listening on %s\n", a)
-			}
-			fmt.Fprintf(os.Stderr, "peerdrive: serving %s of storage\n", humanize.IBytes(uint64(n.Status().ContributedBytes)))
-			select {
-			case <-ctx.Done():
-			case <-n.Stopped():
-			}
-			return n.Close(context.Background())
+			return runStorageNode(cfg, func(n *node.Node) string {
+				return fmt.Sprintf("serving %s of storage", humanize.IBytes(uint64(n.Status().ContributedBytes)))
+			})
 		},
 	}
 	nodeFlags(c, &cfg)
 	return c
+}
+
+// runStorageNode runs a node that mounts nothing (serve, coordinator) until
+// SIGINT, SIGTERM or `peerdrive shutdown`, saying what it does on stderr.
+func runStorageNode(cfg node.Config, banner func(*node.Node) string) error {
+	ctx, stop := signalContext()
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	for _, a := range n.Addrs() {
+		fmt.Fprintf(os.Stderr, "peerdrive: listening on %s\n", a)
+	}
+	fmt.Fprintf(os.Stderr, "peerdrive: %s\n", banner(n))
+	select {
+	case <-ctx.Done():
+	case <-n.Stopped():
+	}
+	return n.Close(context.Background())
 }
 
 func syncCmd(g *globals) *cobra.Command {
