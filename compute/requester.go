@@ -559,14 +559,19 @@ func clamp01(v float64) float64 {
 	return min(v, 1)
 }
 
-func (s *Service) onCheckpoint(from peer.ID, m *checkpointMsg) *replyMsg {
+// lookupKey finds the run of a lease that peer from holds, and its job's key.
+func (s *Service) lookupKey(from peer.ID, lease []byte) (leaseRef, []byte, bool) {
 	s.mu.Lock()
-	ref, ok := s.lookup(from, m.Lease)
-	var key []byte
-	if ok {
-		key = ref.j.Key
+	defer s.mu.Unlock()
+	ref, ok := s.lookup(from, lease)
+	if !ok {
+		return ref, nil, false
 	}
-	s.mu.Unlock()
+	return ref, ref.j.Key, true
+}
+
+func (s *Service) onCheckpoint(from peer.ID, m *checkpointMsg) *replyMsg {
+	ref, key, ok := s.lookupKey(from, m.Lease)
 	if !ok {
 		return &replyMsg{Status: statusUnknown, Message: "no such lease"}
 	}
@@ -602,13 +607,7 @@ func (s *Service) onCheckpoint(from peer.ID, m *checkpointMsg) *replyMsg {
 }
 
 func (s *Service) onResult(from peer.ID, m *resultMsg) *replyMsg {
-	s.mu.Lock()
-	ref, ok := s.lookup(from, m.Lease)
-	var key []byte
-	if ok {
-		key = ref.j.Key
-	}
-	s.mu.Unlock()
+	ref, key, ok := s.lookupKey(from, m.Lease)
 	if !ok {
 		return &replyMsg{Status: statusUnknown, Message: "no such lease"}
 	}
