@@ -93,7 +93,7 @@ pd_status() { "$PD" --home "$H" status --json 2>>"$LOG"; }   # JSON, or nothing 
 
 # timed LABEL CMD... -> runs CMD (output to the log), sets T (seconds, or FAIL) and prints a line
 # with the CPU time and disk I/O of the mount daemon and of all peers over the same interval.
-T=""
+T="" CPU_MOUNT="" CPU_PEERS=""   # timed sets them: seconds, and CPU seconds of the mount daemon and of all peers
 timed() {
   local label=$1 c0 c1 p0 p1 r0 w0 r1 w1 pr0 pw0 pr1 pw1 s e rc=0
   shift
@@ -110,6 +110,7 @@ timed() {
     return 1
   fi
   T=$(fsub "$e" "$s")
+  CPU_MOUNT=$(fsub "$c1" "$c0") CPU_PEERS=$(fsub "$p1" "$p0")
   if [ -n "$PDPID" ]; then
     echo "    $label: ${T}s  (mount daemon CPU $(fsub "$c1" "$c0")s, disk read $(fint "$r1" "$r0") / written $(fint "$w1" "$w0") MiB;" \
       "$NPEERS peers CPU $(fsub "$p1" "$p0")s, disk read $(fint "$pr1" "$pr0") / written $(fint "$pw1" "$pw0") MiB; load $(loadavg))"
@@ -249,17 +250,21 @@ drop_caches
 T_WRITE_PLAIN=FAIL T_WRITE=FAIL T_SYNC=FAIL
 timed "plain write" dd if="$SHM/src.bin" of="$P/seq.bin" bs=1M conv=fsync status=none && T_WRITE_PLAIN=$T || true
 sync
+CPU_MOUNT="" CPU_PEERS=""
 timed "mount write" dd if="$SHM/src.bin" of="$M/seq.bin" bs=1M conv=fsync status=none && T_WRITE=$T || true
+CPU_W_MOUNT=${CPU_MOUNT:-NA} CPU_W_PEERS=${CPU_PEERS:-NA}
 PENDING=$(pd_status | jq -r '.pending_upload_bytes // "NA"')
 echo "      pending upload when dd returned: $(awk -v b="$PENDING" 'BEGIN{if (b=="NA") print "NA"; else printf "%.0f MiB", b/1048576}')"
+CPU_MOUNT="" CPU_PEERS=""
 timed "sync after the write" "$PD" --home "$H" sync -q --timeout 60m && T_SYNC=$T || true
+CPU_S_MOUNT=${CPU_MOUNT:-NA} CPU_S_PEERS=${CPU_PEERS:-NA}
 pd_status >"$WORK/status-after-sync.json" || true
 echo "      after sync: $(jq -c '{pending_upload_bytes, under_replicated_chunks, lost_chunks, chunks, stored_bytes, cached_bytes, peers}' "$WORK/status-after-sync.json" 2>/dev/null || echo 'status unavailable')"
 pd_stop
 
 # ---------- c: cold read from peers ----------
 echo "== c. cold sequential read ${SIZE_MB} MiB (dd bs=1M): mount restarted with --cache-size $COLD_CACHE, cache drained, page cache dropped"
-T_READ=FAIL T_READ_PLAIN=FAIL CACHED=NA
+T_READ=FAIL T_READ_PLAIN=FAIL CACHED=NA CPU_R_MOUNT=NA CPU_R_PEERS=NA
 if pd_start PEERDRIVE_CPUPROFILE="$WORK/read.pprof" -- --cache-size "$COLD_CACHE"; then
   s=$(now)
   for _ in $(seq 1 600); do
@@ -270,7 +275,9 @@ if pd_start PEERDRIVE_CPUPROFILE="$WORK/read.pprof" -- --cache-size "$COLD_CACHE
   echo "    cached_bytes $CACHED after $(fsub "$(now)" "$s")s of waiting (limit $COLD_CACHE_BYTES)"
   if [ "$CACHED" != NA ] && [ "$CACHED" -le "$COLD_CACHE_BYTES" ]; then
     drop_caches
+    CPU_MOUNT="" CPU_PEERS=""
     timed "mount cold read" dd if="$M/seq.bin" of=/dev/null bs=1M status=none && T_READ=$T || true
+    CPU_R_MOUNT=${CPU_MOUNT:-NA} CPU_R_PEERS=${CPU_PEERS:-NA}
   else
     echo "    mount cold read: FAIL (the cache did not drain to $COLD_CACHE within 300s: cached_bytes=$CACHED)"
   fi
@@ -305,6 +312,11 @@ printf '%-34s %10s %10s   %s\n' "c. cold seq read from peers" "$T_READ" "$T_READ
 echo "throughput MiB/s: write mount $(mbps "$T_WRITE") plain $(mbps "$T_WRITE_PLAIN"); write+sync mount $(mbps "$(awk -v a="$T_WRITE" -v b="$T_SYNC" 'BEGIN{if (a=="FAIL"||b=="FAIL") print "NA"; else print a+b}')");" \
   "cold read mount $(mbps "$T_READ") plain $(mbps "$T_READ_PLAIN")"
 echo "total benchmark time: $(fsub "$T_END" "$T_START")s (plus setup); load average at end: $(loadavg)"
+# CPU seconds per GiB moved: robust on a noisy machine, where wall-clock ratios are not.
+perg() { case "$1$2" in *NA*|*FAIL*) echo NA;; *) awk -v a="$1" -v b="${2:-0}" -v m="$SIZE_MB" 'BEGIN{printf "%.2f", (a+b)*1024/m}';; esac; }
+CPG_W_MOUNT=$(perg "$CPU_W_MOUNT" "$CPU_S_MOUNT") CPG_W_PEERS=$(perg "$CPU_W_PEERS" "$CPU_S_PEERS")
+CPG_R_MOUNT=$(perg "$CPU_R_MOUNT" 0) CPG_R_PEERS=$(perg "$CPU_R_PEERS" 0)
+echo "CPU seconds per GiB: write+sync mount $CPG_W_MOUNT, $NPEERS peers $CPG_W_PEERS; cold read mount $CPG_R_MOUNT, $NPEERS peers $CPG_R_PEERS"
 
 echo
 echo "== goals (issue 3): write >= ${GOAL_WRITE}x plain; sync <= ${GOAL_SYNC}x the write time; cold read >= ${GOAL_READ}x plain"
@@ -325,4 +337,5 @@ for ph in write read; do
   for c in "${CATS[@]}" other; do line+=" ${c}_pct=${SPLIT[$ph/$c]:-NA}"; done
   echo "$line"
 done
+echo "RESULT workload=cpu_per_gib write_sync_mount_s=$CPG_W_MOUNT write_sync_peers_s=$CPG_W_PEERS cold_read_mount_s=$CPG_R_MOUNT cold_read_peers_s=$CPG_R_PEERS"
 echo "RESULT workload=load loadavg_start=\"$LOAD_START\" loadavg_end=\"$(loadavg)\" cores=$(nproc)"

@@ -290,7 +290,19 @@ func (n *Node) GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([
 	return b, n.finish(p, "get", id.Short(), err, lat)
 }
 
+// GetShardInto is GetShard reading the shard into buf's backing array when
+// it has room (cap(buf) ≥ the shard's size), else into a new slice. buf's
+// bytes are undefined after an error.
+func (n *Node) GetShardInto(ctx context.Context, p peer.ID, id peerdrive.ShardID, buf []byte) ([]byte, error) {
+	b, lat, err := n.getShardInto(ctx, p, id, buf)
+	return b, n.finish(p, "get", id.Short(), err, lat)
+}
+
 func (n *Node) getShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, time.Duration, error) {
+	return n.getShardInto(ctx, p, id, nil)
+}
+
+func (n *Node) getShardInto(ctx context.Context, p peer.ID, id peerdrive.ShardID, buf []byte) ([]byte, time.Duration, error) {
 	c, err := n.dial(ctx, p, typeGet)
 	if err != nil {
 		return nil, 0, err
@@ -301,7 +313,12 @@ func (n *Node) getShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([
 		return nil, 0, err
 	}
 	lat := c.replyAt.Sub(sentAt)
-	data := make([]byte, w.Size)
+	var data []byte
+	if uint64(cap(buf)) >= w.Size {
+		data = buf[:w.Size]
+	} else {
+		data = make([]byte, w.Size)
+	}
 	if _, err := io.ReadFull(c.br, data); err != nil {
 		err = fmt.Errorf("shard body: %w", noEOF(err))
 		err = c.done(err)

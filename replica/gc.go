@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
 	"github.com/peerdrive/peerdrive/store"
 )
 
@@ -334,6 +335,9 @@ func (g *GC) repackSeg(ctx context.Context, s *segState) error {
 			cancel()
 			if err != nil {
 				return fmt.Errorf("chunk %s: %w", c.ID.Short(), err)
+			}
+			if peerdrive.ChunkID(crypto.ContentID(data)) != c.ID { // Fetch does not check
+				return fmt.Errorf("chunk %s: rebuilt bytes do not match: %w", c.ID.Short(), store.ErrCorrupt)
 			}
 		}
 		if err := g.requeue(c, s.num, data); err != nil {

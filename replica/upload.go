@@ -197,7 +197,14 @@ func (r *Replica) nextBatches() ([][]queued, error) {
 // uploadSegment packs the chunks of b, erasure-codes them, places every
 // shard and records the placement.
 func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
-	var seg []byte
+	var total int
+	for _, q := range b {
+		total += int(q.size)
+	}
+	p := r.opts.Params
+	seg := segBuffer(p, total) // packed in place: no copy to cut shards
+	// Every PUT is over (place waits for them) when this returns.
+	defer func() { segBufs.Put(&seg) }()
 	var chunks []ChunkLoc
 	err := r.db.View(func(tx *store.Txn) error {
 		for _, q := range b {
@@ -219,7 +226,6 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 	if len(chunks) == 0 {
 		return nil
 	}
-	p := r.opts.Params
 	enc, err := segment.Encode(p, seg)
 	if err != nil {
 		return err
@@ -230,6 +236,19 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 	}
 	rec := Segment{Params: p, Size: uint32(len(seg)), Shards: placed, Chunks: chunks, Time: time.Now().Unix()}
 	return r.commitSegment(rec)
+}
+
+// segBufs holds the arrays of segments uploaded, for the next ones
+// (*[]byte, each of a segment.Buffer's capacity).
+var segBufs sync.Pool
+
+// segBuffer is segment.Buffer(p, size), reusing an array from segBufs if
+// one is large enough.
+func segBuffer(p segment.Params, size int) []byte {
+	if b, ok := segBufs.Get().(*[]byte); ok && cap(*b) >= p.ShardSize(size)*p.N() {
+		return (*b)[:0]
+	}
+	return segment.Buffer(p, size)
 }
 
 // place sends every shard to a peer: distinct peers while there are enough,

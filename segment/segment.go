@@ -49,8 +49,20 @@ type Encoded struct {
 	IDs    []peerdrive.ShardID // BLAKE3-256 of each shard
 }
 
+// Buffer returns an empty slice with room for the shards of a segment of
+// up to size bytes: a segment packed into it (by appending) is encoded in
+// place, without a copy.
+func Buffer(p Params, size int) []byte {
+	if p.K < 1 || size <= 0 {
+		return nil
+	}
+	return make([]byte, 0, p.ShardSize(size)*p.N())
+}
+
 // Encode cuts seg into p.K data shards (the last zero-padded) and computes
-// p.M parity shards.
+// p.M parity shards. When seg's spare capacity holds all the shards (see
+// Buffer), the shards are cut from seg's backing array, which then belongs
+// to the result; otherwise seg is copied.
 func Encode(p Params, seg []byte) (*Encoded, error) {
 	if err := p.valid(); err != nil {
 		return nil, err
@@ -59,8 +71,14 @@ func Encode(p Params, seg []byte) (*Encoded, error) {
 		return nil, fmt.Errorf("%w: empty segment", ErrParams)
 	}
 	ss := p.ShardSize(len(seg))
-	buf := make([]byte, ss*p.N())
-	copy(buf, seg)
+	var buf []byte
+	if cap(seg) >= ss*p.N() {
+		buf = seg[:ss*p.N()]
+		clear(buf[len(seg) : ss*p.K]) // the padding; parity is overwritten
+	} else {
+		buf = make([]byte, ss*p.N())
+		copy(buf, seg)
+	}
 	shards := make([][]byte, p.N())
 	for i := range shards {
 		shards[i] = buf[i*ss : (i+1)*ss : (i+1)*ss]
@@ -85,6 +103,13 @@ func Encode(p Params, seg []byte) (*Encoded, error) {
 // are nil. Callers verify each shard against its ID before passing it in:
 // Reed-Solomon cannot tell a wrong shard from a right one.
 func Decode(p Params, shards [][]byte, size int) ([]byte, error) {
+	return DecodeIn(p, shards, size, nil)
+}
+
+// DecodeIn is Decode for data shards read into buf, a DataBuffer: when every
+// data shard is present in its place in buf, the segment is buf[:size],
+// without a copy; otherwise it is a new slice.
+func DecodeIn(p Params, shards [][]byte, size int, buf []byte) ([]byte, error) {
 	if err := p.valid(); err != nil {
 		return nil, err
 	}
@@ -121,9 +146,45 @@ func Decode(p Params, shards [][]byte, size int) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %v", ErrTooFewShards, err)
 		}
 	}
+	if inPlace(shards[:p.K], ss, buf) {
+		return buf[:size:size], nil
+	}
 	out := make([]byte, 0, ss*p.K)
 	for _, s := range shards[:p.K] {
 		out = append(out, s...)
 	}
 	return out[:size], nil
+}
+
+// DataBuffer returns an array for the data shards of a segment of size
+// bytes, one after another: shard i (i < p.K) is DataShard(buf, p, size, i).
+func DataBuffer(p Params, size int) []byte {
+	if p.K < 1 || size <= 0 {
+		return nil
+	}
+	return make([]byte, p.ShardSize(size)*p.K)
+}
+
+// DataShard is the room for data shard i in a DataBuffer, with no length
+// and the shard's size as capacity.
+func DataShard(buf []byte, p Params, size, i int) []byte {
+	ss := p.ShardSize(size)
+	if i < 0 || i >= p.K || len(buf) < ss*p.K {
+		return nil
+	}
+	return buf[i*ss : i*ss : (i+1)*ss]
+}
+
+// inPlace reports whether shard i, ss bytes, is buf[i*ss:(i+1)*ss] for
+// every shard.
+func inPlace(shards [][]byte, ss int, buf []byte) bool {
+	if ss == 0 || len(buf) < ss*len(shards) {
+		return false
+	}
+	for i, s := range shards {
+		if len(s) != ss || &s[0] != &buf[i*ss] {
+			return false
+		}
+	}
+	return true
 }

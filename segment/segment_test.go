@@ -73,3 +73,68 @@ func BenchmarkEncode4MiB(b *testing.B) {
 		})
 	}
 }
+
+// A segment packed into Buffer's spare capacity (with stale bytes in it)
+// encodes to the same shards as a copied one.
+func TestEncodeInPlace(t *testing.T) {
+	for _, tc := range []struct{ k, m, size, packed int }{
+		{4, 2, 4 << 20, 4 << 20}, {4, 2, 1000003, 1000003}, {4, 2, 1000003, 999000}, {12, 4, 5, 5}, {3, 0, 10, 10},
+	} {
+		p := Params{tc.k, tc.m}
+		src := make([]byte, tc.packed)
+		rand.Read(src)
+		want, err := Encode(p, append([]byte(nil), src...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := Buffer(p, tc.size)
+		rand.Read(buf[:cap(buf)]) // stale bytes where the padding goes
+		seg := append(buf, src...)
+		got, err := Encode(p, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if &got.Shards[0][0] != &seg[0] {
+			t.Errorf("%+v: shards copied, want in place", tc)
+		}
+		for i := range want.Shards {
+			if !bytes.Equal(got.Shards[i], want.Shards[i]) || got.IDs[i] != want.IDs[i] {
+				t.Fatalf("%+v: shard %d differs", tc, i)
+			}
+		}
+	}
+}
+
+// DecodeIn returns the data buffer itself when every data shard is in it,
+// and a correct copy when a data shard is rebuilt from parity.
+func TestDecodeIn(t *testing.T) {
+	p := Params{4, 2}
+	const size = 1000003
+	seg := make([]byte, size)
+	rand.Read(seg)
+	e, err := Encode(p, append([]byte(nil), seg...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lose := range []int{-1, 0, 3, 5} {
+		buf := DataBuffer(p, size)
+		sh := make([][]byte, p.N())
+		for i := range sh {
+			if i == lose {
+				continue
+			}
+			if dst := DataShard(buf, p, size, i); dst != nil {
+				sh[i] = append(dst, e.Shards[i]...)
+			} else {
+				sh[i] = e.Shards[i]
+			}
+		}
+		got, err := DecodeIn(p, sh, size, buf)
+		if err != nil || !bytes.Equal(got, seg) {
+			t.Fatalf("lose %d: %v, equal %v", lose, err, bytes.Equal(got, seg))
+		}
+		if inBuf := &got[0] == &buf[0]; inBuf != (lose < 0 || lose >= p.K) {
+			t.Errorf("lose %d: segment in the data buffer = %v", lose, inBuf)
+		}
+	}
+}
