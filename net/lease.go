@@ -355,31 +355,5 @@ func (sv *shardServer) deleteHold(ctx context.Context, owner string, remote peer
 // MaxHasIDs). held[i] is false for a shard p does not hold for this node:
 // it should be placed again.
 func (n *Node) RenewShards(ctx context.Context, p peer.ID, ids []peerdrive.ShardID) (held []bool, err error) {
-	out := make([]bool, 0, len(ids))
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), MaxHasIDs)]
-		ids = ids[len(batch):]
-		h, lat, err := n.renewShards(ctx, p, batch)
-		if err := n.finish(p, "renew", "", err, lat); err != nil {
-			return nil, err
-		}
-		out = append(out, h...)
-	}
-	return out, nil
-}
-
-func (n *Node) renewShards(ctx context.Context, p peer.ID, ids []peerdrive.ShardID) ([]bool, time.Duration, error) {
-	c, err := n.dial(ctx, p, typeRenew)
-	if err != nil {
-		return nil, 0, err
-	}
-	w, sentAt, err := c.smallRequest(request{typ: typeRenew, ids: ids})
-	if err == nil && len(w.Have) != len(ids) {
-		err = fmt.Errorf("%w: %d answers to %d ids", ErrProtocol, len(w.Have), len(ids))
-	}
-	err = c.done(err)
-	if err != nil {
-		return nil, 0, err
-	}
-	return w.Have, c.replyAt.Sub(sentAt), nil
+	return n.askIDs(ctx, p, typeRenew, "renew", ids)
 }

@@ -354,12 +354,18 @@ func (c *call) smallRequest(rq request) (wireReply, time.Time, error) {
 
 // HasShards asks peer p which of ids it stores (in batches of MaxHasIDs).
 func (n *Node) HasShards(ctx context.Context, p peer.ID, ids []peerdrive.ShardID) ([]bool, error) {
+	return n.askIDs(ctx, p, typeHas, "has", ids)
+}
+
+// askIDs sends ids to peer p in requests of type t, MaxHasIDs at a time,
+// and returns the answer for each (HAS and RENEW).
+func (n *Node) askIDs(ctx context.Context, p peer.ID, t msgType, op string, ids []peerdrive.ShardID) ([]bool, error) {
 	out := make([]bool, 0, len(ids))
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), MaxHasIDs)]
 		ids = ids[len(batch):]
-		have, lat, err := n.hasShards(ctx, p, batch)
-		if err := n.finish(p, "has", "", err, lat); err != nil {
+		have, lat, err := n.askBatch(ctx, p, t, batch)
+		if err := n.finish(p, op, "", err, lat); err != nil {
 			return nil, err
 		}
 		out = append(out, have...)
@@ -367,12 +373,12 @@ func (n *Node) HasShards(ctx context.Context, p peer.ID, ids []peerdrive.ShardID
 	return out, nil
 }
 
-func (n *Node) hasShards(ctx context.Context, p peer.ID, ids []peerdrive.ShardID) ([]bool, time.Duration, error) {
-	c, err := n.dial(ctx, p, typeHas)
+func (n *Node) askBatch(ctx context.Context, p peer.ID, t msgType, ids []peerdrive.ShardID) ([]bool, time.Duration, error) {
+	c, err := n.dial(ctx, p, t)
 	if err != nil {
 		return nil, 0, err
 	}
-	w, sentAt, err := c.smallRequest(request{typ: typeHas, ids: ids})
+	w, sentAt, err := c.smallRequest(request{typ: t, ids: ids})
 	if err == nil && len(w.Have) != len(ids) {
 		err = fmt.Errorf("%w: %d answers to %d ids", ErrProtocol, len(w.Have), len(ids))
 	}
