@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -196,21 +195,8 @@ func (s *Shards) expire(id peerdrive.ShardID, owner string, e, limit int64) (fre
 	)
 	err = s.db.View(func(t *Txn) error {
 		var err error
-		hold, err = t.Get(holdKey(id, owner))
-		if errors.Is(err, ErrNotFound) {
-			hold, err = nil, nil
-		}
-		if err != nil || hold == nil {
-			return err
-		}
-		mine := holdKey(id, owner)
-		return t.Iterate(holdPrefix(id), nil, false, func(k, _ []byte) (bool, error) {
-			if !bytes.Equal(k, mine) {
-				others = true
-				return false, nil
-			}
-			return true, nil
-		})
+		hold, others, err = holdOf(t, id, owner)
+		return err
 	})
 	if err != nil {
 		return 0, false, err

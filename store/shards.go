@@ -257,6 +257,27 @@ func (s *Shards) Has(ctx context.Context, id peerdrive.ShardID) (bool, error) {
 	return ok, nil
 }
 
+// holdOf returns owner's hold record on shard id (nil if none) and whether
+// anyone else holds the shard too.
+func holdOf(t *Txn, id peerdrive.ShardID, owner string) (hold []byte, others bool, err error) {
+	hold, err = t.Get(holdKey(id, owner))
+	if errors.Is(err, ErrNotFound) {
+		hold, err = nil, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	mine := holdKey(id, owner)
+	err = t.Iterate(holdPrefix(id), nil, false, func(k, _ []byte) (bool, error) {
+		if !bytes.Equal(k, mine) {
+			others = true
+			return false, nil
+		}
+		return true, nil
+	})
+	return hold, others, err
+}
+
 // Delete removes owner's hold on shard id, and the shard's bytes with the
 // last hold. It returns ErrNotFound if the shard is not stored and
 // ErrNotOwner if it is but owner holds none of it.
@@ -277,21 +298,8 @@ func (s *Shards) Delete(ctx context.Context, owner string, id peerdrive.ShardID)
 		if stored, err = t.Has(shardKey(id)); err != nil || !stored {
 			return err
 		}
-		hold, err = t.Get(holdKey(id, owner))
-		if errors.Is(err, ErrNotFound) {
-			hold, err = nil, nil
-		}
-		if err != nil {
-			return err
-		}
-		mine := holdKey(id, owner)
-		return t.Iterate(holdPrefix(id), nil, false, func(k, _ []byte) (bool, error) {
-			if !bytes.Equal(k, mine) {
-				others = true
-				return false, nil
-			}
-			return true, nil
-		})
+		hold, others, err = holdOf(t, id, owner)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete shard %s: %w", id.Short(), err)
