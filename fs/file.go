@@ -29,6 +29,7 @@ type fileState struct {
 	dirtySince time.Time
 	lastRead   int64 // chunk index of the last read, for read-ahead
 	aheadTo    int64 // chunks below this were read ahead
+	fetchTo    int64 // chunks below this were prefetched from the disk
 	err        error // a failed background commit, reported by the next flush
 }
 
@@ -329,8 +330,9 @@ func (f *FS) sealOne(j sealJob) {
 }
 
 // flushFile seals and commits every dirty chunk of st and waits for the
-// sealers, so that the store holds all data written so far. It also writes
-// the file's attributes.
+// sealers, so that the store holds all data written so far, with the file's
+// attributes if there was data to commit (others reach the store with the
+// next tree Flush or Sync).
 func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	st.mu.Lock()
 	for len(st.sealing) > 0 {
@@ -407,30 +409,52 @@ func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64
 	return int(end - off), nil
 }
 
-// readAheadChunks is how many chunks past a sequential reader's position
-// are decrypted (or fetched from peers) in the background, so that disk or
-// network, crypto and FUSE work overlap.
-const readAheadChunks = 2
+// A sequential reader's next readAheadChunks chunks are decrypted (or
+// fetched from peers) in the background, so that disk or network, crypto
+// and FUSE work overlap; up to GOMAXPROCS of them load at once (the FS's
+// ahead channel), so that decryption uses every core. Further ahead,
+// prefetchChunks chunks are read from the local disk into the page cache
+// without waiting for them, so that the disk streams while loads decrypt:
+// concurrent reads of the pack file instead defeat the kernel's own
+// read-ahead on it.
+const (
+	readAheadChunks = 4
+	prefetchChunks  = 16
+)
 
 // readAhead starts loading the chunks after idx into the tree's chunk cache
-// when the file is being read sequentially.
+// when the file is being read sequentially. The kernel's own read-ahead
+// sends several requests at once, which may arrive out of order: a read
+// near the last one counts as sequential.
 func (f *FS) readAhead(st *fileState, ino peerdrive.Ino, idx, size int64) {
 	st.mu.Lock()
-	seq := idx == st.lastRead || idx == st.lastRead+1
+	defer st.mu.Unlock()
+	seq := idx >= st.lastRead-readAheadChunks && idx <= st.lastRead+readAheadChunks
 	st.lastRead = idx
-	from := max(idx+1, st.aheadTo)
-	to := min(idx+readAheadChunks, (size-1)/chunkSize)
-	if !seq || from > to {
-		st.mu.Unlock()
+	if !seq {
+		st.aheadTo, st.fetchTo = 0, 0 // a new run of reads starts here
 		return
 	}
-	st.aheadTo = to + 1
-	st.mu.Unlock()
-	for i := from; i <= to; i++ {
+	last := (size - 1) / chunkSize
+	if from := max(idx+1, st.fetchTo); from <= last && st.fetchTo <= idx+prefetchChunks/2 {
+		to := min(idx+prefetchChunks, last)
+		st.fetchTo = to + 1
+		f.aheadMu.Lock()
+		if !f.aheadOff {
+			f.aheadWG.Add(1)
+			go func() {
+				defer f.aheadWG.Done()
+				f.tree.PrefetchChunks(ino, from, to)
+			}()
+		}
+		f.aheadMu.Unlock()
+	}
+	to := min(idx+readAheadChunks, last)
+	for i := max(idx+1, st.aheadTo); i <= to; i++ {
 		select {
 		case f.ahead <- struct{}{}:
 		default:
-			return // enough read-ahead in flight
+			return // enough read-ahead in flight; a later read starts the rest
 		}
 		f.aheadMu.Lock()
 		if f.aheadOff {
@@ -440,6 +464,7 @@ func (f *FS) readAhead(st *fileState, ino peerdrive.Ino, idx, size int64) {
 		}
 		f.aheadWG.Add(1)
 		f.aheadMu.Unlock()
+		st.aheadTo = i + 1
 		go func(i int64) {
 			defer f.aheadWG.Done()
 			defer func() { <-f.ahead }()

@@ -148,6 +148,19 @@ func (p *packs) read(loc chunkLoc) ([]byte, error) {
 	return nil, fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, n, ErrCorrupt, err)
 }
 
+// willNeed asks the kernel to start reading loc's bytes into the page
+// cache, without waiting for them.
+func (p *packs) willNeed(loc chunkLoc) {
+	p.mu.Lock()
+	f, err := p.file(loc.pack)
+	p.mu.Unlock()
+	if err != nil || loc.len == 0 {
+		return
+	}
+	// Best effort: it is only a hint.
+	_ = unix.Fadvise(int(f.Fd()), int64(loc.off), int64(loc.len), unix.FADV_WILLNEED)
+}
+
 // punch frees the bytes of deleted chunks.
 func (p *packs) punch(locs []chunkLoc) {
 	for _, l := range locs {

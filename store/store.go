@@ -406,6 +406,29 @@ func (t *Txn) GetBlob(key []byte) ([]byte, error) {
 	return t.db.packs.read(loc)
 }
 
+// PrefetchChunks starts reading the sealed bytes of the chunks ids from
+// the disk in the background, so that a GetChunk of them soon after finds
+// them in memory: a sequential reader's next chunks are read while it
+// decrypts this one. Chunks not stored are skipped.
+func (db *DB) PrefetchChunks(ids []peerdrive.ChunkID) {
+	var locs []chunkLoc
+	_ = db.View(func(t *Txn) error {
+		for _, id := range ids {
+			v, err := t.Get(chunkKey(id))
+			if err != nil {
+				continue
+			}
+			if loc, err := decodeLoc(v); err == nil {
+				locs = append(locs, loc)
+			}
+		}
+		return nil
+	})
+	for _, l := range locs {
+		db.packs.willNeed(l)
+	}
+}
+
 // PutChunk stores a sealed chunk.
 func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error {
 	return t.PutBlob(chunkKey(id), sealed)

@@ -19,6 +19,15 @@ type chunkCache struct {
 	size  int
 	order *list.List // front: most recent
 	m     map[peerdrive.ChunkID]*list.Element
+	loads map[peerdrive.ChunkID]*chunkLoad // loads in flight
+}
+
+// chunkLoad is a chunk being read and decrypted; data and err are set
+// before done is closed.
+type chunkLoad struct {
+	done chan struct{}
+	data []byte
+	err  error
 }
 
 type cached struct {
@@ -27,7 +36,28 @@ type cached struct {
 }
 
 func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}}
+	return &chunkCache{max: max, order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}, loads: map[peerdrive.ChunkID]*chunkLoad{}}
+}
+
+// loading returns the load in flight of id; first is true if there was
+// none and the caller must do it and then call loaded.
+func (c *chunkCache) loading(id peerdrive.ChunkID) (l *chunkLoad, first bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.loads[id]; ok {
+		return l, false
+	}
+	l = &chunkLoad{done: make(chan struct{})}
+	c.loads[id] = l
+	return l, true
+}
+
+// loaded ends the load l of id.
+func (c *chunkCache) loaded(id peerdrive.ChunkID, l *chunkLoad) {
+	c.mu.Lock()
+	delete(c.loads, id)
+	c.mu.Unlock()
+	close(l.done)
 }
 
 func (c *chunkCache) get(id peerdrive.ChunkID) ([]byte, bool) {

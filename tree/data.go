@@ -57,10 +57,12 @@ func isZero(b []byte) bool {
 // Commit puts sealed chunks into ino's chunk map in one atomic batch,
 // together with ino's current attributes. A chunk whose plaintext is already
 // stored is shared instead of stored again; chunks no longer referenced are
-// deleted. With no chunks and no unwritten attributes it does nothing.
+// deleted. With no chunks it does nothing: attributes changed in memory
+// alone are written by the next Flush or Sync (a transaction on every close
+// would cost a round trip to the store per file).
 func (t *Tree) Commit(ctx context.Context, ino peerdrive.Ino, chunks []Sealed) error {
-	if len(chunks) == 0 && !t.isDirty(ino) {
-		return nil // nothing to write: spare a transaction on every close
+	if len(chunks) == 0 {
+		return nil
 	}
 	var need int64
 	for _, c := range chunks {
@@ -285,6 +287,28 @@ func (t *Tree) ChunkRefs(ctx context.Context, ino peerdrive.Ino, from int64) (id
 	return idx, refs, err
 }
 
+// PrefetchChunks starts reading the chunks from index from to index to of
+// ino (inclusive) from the local disk in the background; see
+// store.DB.PrefetchChunks. Chunks in the cache are skipped.
+func (t *Tree) PrefetchChunks(ino peerdrive.Ino, from, to int64) {
+	var ids []peerdrive.ChunkID
+	_ = t.db.View(func(tx *store.Txn) error {
+		for i := from; i <= to; i++ {
+			var ref peerdrive.ChunkRef
+			if err := t.getRecord(tx, mapKey(ino, i), &ref); err != nil {
+				continue // a hole, or an error the real read reports
+			}
+			if _, ok := t.chunks.get(ref.ID); !ok {
+				ids = append(ids, ref.ID)
+			}
+		}
+		return nil
+	})
+	if len(ids) > 0 {
+		t.db.PrefetchChunks(ids)
+	}
+}
+
 // ReadChunk returns the verified plaintext of ref, from the local store or
 // else from the remote. Only a fetch from the remote honours the
 // cancellation of ctx. The returned slice is shared with a cache: callers
@@ -293,6 +317,33 @@ func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 	if b, ok := t.chunks.get(ref.ID); ok {
 		return b, nil
 	}
+	// One load per chunk at a time: a reader that catches up with the
+	// read-ahead of its chunk waits for it instead of doing it again.
+	l, first := t.chunks.loading(ref.ID)
+	if !first {
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			// Interrupted: a local chunk is read all the same (local
+			// reads are never cut short); a fetch honours ctx.
+			return t.loadChunk(ctx, ref)
+		}
+		switch {
+		case l.err == nil && len(l.data) == int(ref.Len):
+			return l.data, nil
+		case l.err != nil && !errors.Is(l.err, context.Canceled) && !errors.Is(l.err, context.DeadlineExceeded):
+			return nil, l.err // a corrupt or unavailable chunk stays so
+		}
+		// The other load was interrupted: try ourselves.
+		return t.loadChunk(ctx, ref)
+	}
+	l.data, l.err = t.loadChunk(ctx, ref)
+	t.chunks.loaded(ref.ID, l)
+	return l.data, l.err
+}
+
+// loadChunk reads, verifies and decrypts ref and puts it in the cache.
+func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, error) {
 	// The local store answers at once: only a fetch from peers is worth
 	// cancelling (an interrupt may come from any signal).
 	sealed, err := t.db.Blobs().Get(context.WithoutCancel(ctx), ref.ID)

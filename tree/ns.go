@@ -92,7 +92,7 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 		}
 		p.Mtime, p.Ctime = now, now
 		ino = t.allocIno()
-		t.cache[ino] = &entry{ino: in}
+		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0}
 		touched[ino] = true
 		t.stats.Inodes++
 		if err := t.putXattrs(tx, ino, xattrs); err != nil {
@@ -141,7 +141,7 @@ func (t *Tree) MkTemp(ctx context.Context, dir peerdrive.Ino, in peerdrive.Inode
 		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
 		in.Nlink = 0
 		ino = t.allocIno()
-		t.cache[ino] = &entry{ino: in}
+		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0}
 		touched[ino] = true
 		t.stats.Inodes++
 		if err := t.putXattrs(tx, ino, xattrs); err != nil {

@@ -72,6 +72,10 @@ type formatRecord struct {
 type entry struct {
 	ino   peerdrive.Inode
 	dirty bool // changed in memory since last written
+	// noXattrs is set on an inode made without extended attributes until
+	// one is set: the kernel asks for security.capability before every
+	// write, and for the default ACL of the directory on every create.
+	noXattrs bool
 }
 
 // Tree is an open file tree. It is safe for concurrent use.
@@ -469,21 +473,28 @@ func (t *Tree) allocIno() peerdrive.Ino {
 	return peerdrive.Ino(ino)
 }
 
-// SetAttr changes ino's attributes with fn and writes them.
+// SetAttr changes ino's attributes with fn. Like Touch, it changes them
+// in memory only: they are written by the next Flush, Sync or change of
+// the inode (chown, chmod and utimens need not be durable before fsync, and
+// a transaction for each costs tar and rsync a round trip to the store per
+// file). fn's changes are kept only if it returns nil.
 func (t *Tree) SetAttr(ctx context.Context, ino peerdrive.Ino, fn func(*peerdrive.Inode) error) (peerdrive.Inode, error) {
-	var out peerdrive.Inode
-	err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-		in, err := t.mod(touched, ino)
-		if err != nil {
-			return err
-		}
-		if err := fn(in); err != nil {
-			return err
-		}
-		out = *in
-		return nil
-	})
-	return out, err
+	if err := ctx.Err(); err != nil {
+		return peerdrive.Inode{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, err := t.load(ino)
+	if err != nil {
+		return peerdrive.Inode{}, err
+	}
+	in := e.ino
+	if err := fn(&in); err != nil {
+		return peerdrive.Inode{}, err
+	}
+	e.ino = in
+	e.dirty = true
+	return in, nil
 }
 
 // Touch changes ino's attributes in memory only; they are written by the
@@ -499,14 +510,6 @@ func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.In
 	fn(&e.ino)
 	e.dirty = true
 	return e.ino, nil
-}
-
-// isDirty reports whether ino has changes made by Touch not yet written.
-func (t *Tree) isDirty(ino peerdrive.Ino) bool {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	e, ok := t.cache[ino]
-	return ok && e.dirty
 }
 
 // Flush writes every inode changed by Touch.

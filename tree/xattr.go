@@ -16,6 +16,9 @@ const (
 
 // GetXattr returns the value of attribute name of ino, or ErrNoData.
 func (t *Tree) GetXattr(ctx context.Context, ino peerdrive.Ino, name string) ([]byte, error) {
+	if t.hasNoXattrs(ino) {
+		return nil, ErrNoData
+	}
 	var x peerdrive.Xattr
 	err := t.db.View(func(tx *store.Txn) error { return t.getRecord(tx, t.xattrKey(ino, name), &x) })
 	if errors.Is(err, ErrNotFound) {
@@ -25,6 +28,22 @@ func (t *Tree) GetXattr(ctx context.Context, ino peerdrive.Ino, name string) ([]
 		return nil, err
 	}
 	return x.Value, nil
+}
+
+// hasNoXattrs reports whether ino is known to have no extended attributes.
+func (t *Tree) hasNoXattrs(ino peerdrive.Ino) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	e, ok := t.cache[ino]
+	return ok && e.noXattrs
+}
+
+// xattrsChange is called inside update before an extended attribute of
+// ino is written. t.mu is held.
+func (t *Tree) xattrsChange(ino peerdrive.Ino) {
+	if e, ok := t.cache[ino]; ok {
+		e.noXattrs = false
+	}
 }
 
 // SetXattr sets attribute name of ino, honouring XattrCreate/XattrReplace.
@@ -46,6 +65,7 @@ func (t *Tree) SetXattr(ctx context.Context, ino peerdrive.Ino, name string, val
 			return ErrNoData
 		}
 		in.Ctime = Now()
+		t.xattrsChange(ino)
 		return t.putRecord(tx, k, &peerdrive.Xattr{Name: name, Value: value})
 	})
 }
@@ -70,6 +90,9 @@ func (t *Tree) RemoveXattr(ctx context.Context, ino peerdrive.Ino, name string) 
 
 // ListXattr returns the names of ino's attributes.
 func (t *Tree) ListXattr(ctx context.Context, ino peerdrive.Ino) ([]string, error) {
+	if t.hasNoXattrs(ino) {
+		return nil, nil
+	}
 	var names []string
 	err := t.db.View(func(tx *store.Txn) error {
 		return tx.Iterate(inoKey(tagXattr, ino), nil, true, func(k, v []byte) (bool, error) {
@@ -111,6 +134,7 @@ func (t *Tree) SetAttrXattr(ctx context.Context, ino peerdrive.Ino, name string,
 		out = *in
 		switch {
 		case keep:
+			t.xattrsChange(ino)
 			return t.putRecord(tx, k, &peerdrive.Xattr{Name: name, Value: nv})
 		case has:
 			return tx.Delete(k)
