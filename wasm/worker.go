@@ -33,6 +33,7 @@ type Process struct {
 
 	mu     sync.Mutex
 	killed bool  // by Kill
+	late   bool  // outlived its timeout: killed by the watchdog
 	cbErr  error // onCheckpoint failed
 	ctxErr error // ctx ended
 	proto  error // malformed frames
@@ -96,10 +97,22 @@ func Start(ctx context.Context, exe string, args []string, u Unit, onCheckpoint 
 		case <-stop:
 		}
 	}()
+	// The worker ends itself at its timeout, but a guest looping in
+	// compiled code cannot be preempted, so a garbage collection asked for
+	// meanwhile stops every other goroutine of the worker, its timer too.
+	// The watchdog here is the backstop.
+	watchdog := func() bool { return false }
+	if u.Timeout > 0 {
+		t := time.AfterFunc(u.Timeout+2*time.Second+u.Timeout/20, func() {
+			p.fail(func() { p.late = true })
+		})
+		watchdog = t.Stop
+	}
 	go func() {
 		p.read(stdout, onCheckpoint)
 		io.Copy(io.Discard, stdout)
 		waitErr := cmd.Wait()
+		watchdog()
 		close(stop)
 		p.finish(waitErr)
 		close(p.done)
@@ -170,6 +183,8 @@ func (p *Process) finish(waitErr error) {
 		} else {
 			p.err = fmt.Errorf("wasm: run cancelled: %w", p.ctxErr)
 		}
+	case p.late && p.final == nil:
+		p.err = fmt.Errorf("%w: the worker outlived its timeout and was killed", ErrTimeout)
 	case p.killed:
 		p.err = fmt.Errorf("%w: worker killed", ErrCrashed)
 	case p.proto != nil:
