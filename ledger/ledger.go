@@ -245,35 +245,28 @@ func (l *Ledger) Seen(p peer.ID) {
 // SetHeldFor replaces every peer's HeldFor with a fresh count (peers not
 // in m hold nothing with us).
 func (l *Ledger) SetHeldFor(m map[peer.ID]int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for p, e := range l.peers {
-		if e.HeldFor != m[p] {
-			e.HeldFor = m[p]
-			l.dirty[p] = true
-		}
-	}
-	for p, n := range m {
-		if l.peers[p] == nil && n != 0 {
-			l.entry(p).HeldFor = n
-			l.dirty[p] = true
-		}
-	}
+	l.setAll(m, func(e *Entry) *int64 { return &e.HeldFor })
 }
 
 // SetHeldBy replaces every peer's HeldBy with a fresh count.
 func (l *Ledger) SetHeldBy(m map[peer.ID]int64) {
+	l.setAll(m, func(e *Entry) *int64 { return &e.HeldBy })
+}
+
+// setAll sets the field of every entry to its count in m (0 if absent),
+// marking the entries it changes dirty.
+func (l *Ledger) setAll(m map[peer.ID]int64, field func(*Entry) *int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for p, e := range l.peers {
-		if e.HeldBy != m[p] {
-			e.HeldBy = m[p]
+		if f := field(e); *f != m[p] {
+			*f = m[p]
 			l.dirty[p] = true
 		}
 	}
 	for p, n := range m {
 		if l.peers[p] == nil && n != 0 {
-			l.entry(p).HeldBy = n
+			*field(l.entry(p)) = n
 			l.dirty[p] = true
 		}
 	}
