@@ -1,8 +1,13 @@
 package net
 
 import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -55,4 +60,33 @@ func (l *limits) unreserve(n int64) {
 	l.mu.Lock()
 	l.inFlight -= n
 	l.mu.Unlock()
+}
+
+// readHeader reads and decodes the header of a request of type t (its
+// type byte already read) on a server stream. A header too large or
+// malformed is answered with refuse; one cut short resets the stream.
+// ok is false in both cases: the stream is done with.
+func readHeader(s network.Stream, br *bufio.Reader, t msgType, log *slog.Logger, refuse func(Status, string)) (rq request, ok bool) {
+	n, err := readUvarint(br, headerLimit(t))
+	if err == nil {
+		h := make([]byte, n)
+		if _, err = io.ReadFull(br, h); err != nil {
+			s.Reset()
+			return rq, false
+		}
+		if rq, err = decodeRequest(t, h); err == nil {
+			return rq, true
+		}
+	}
+	switch {
+	case errors.Is(err, errTooLarge):
+		log.Debug("request refused: too large", "protocol", s.Protocol(), "type", t, "err", err)
+		refuse(StatusTooLarge, err.Error())
+	case errors.Is(err, errMalformed):
+		log.Debug("request refused: malformed", "protocol", s.Protocol(), "type", t, "err", err)
+		refuse(StatusBadRequest, err.Error())
+	default:
+		s.Reset()
+	}
+	return rq, false
 }

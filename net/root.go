@@ -110,28 +110,11 @@ func (sv *rootServer) handle(s network.Stream) {
 	}
 	defer sv.releaseStream(remote)
 
-	n, err := readUvarint(br, headerLimit(t))
-	if err == nil {
-		h := make([]byte, n)
-		if _, err = io.ReadFull(br, h); err != nil {
-			s.Reset()
-			return
-		}
-		var rq request
-		if rq, err = decodeRequest(t, h); err == nil {
-			sv.serve(s, br, rq, start, log)
-			return
-		}
-	}
-	switch {
-	case errors.Is(err, errTooLarge):
-		log.Debug("root request refused: too large", "type", t, "err", err)
-		writeReply(s, rt, wireReply{Status: StatusTooLarge, Message: err.Error()}, nil)
-	case errors.Is(err, errMalformed):
-		log.Debug("root request refused: malformed", "type", t, "err", err)
-		writeReply(s, rt, wireReply{Status: StatusBadRequest, Message: err.Error()}, nil)
-	default:
-		s.Reset()
+	rq, ok := readHeader(s, br, t, log, func(st Status, msg string) {
+		writeReply(s, rt, wireReply{Status: st, Message: msg}, nil)
+	})
+	if ok {
+		sv.serve(s, br, rq, start, log)
 	}
 }
 

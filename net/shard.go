@@ -121,28 +121,9 @@ func (sv *shardServer) handle(s network.Stream) {
 	}
 	defer sv.releaseStream(remote)
 
-	n, err := readUvarint(br, headerLimit(t))
-	if err == nil {
-		h := make([]byte, n)
-		if _, err = io.ReadFull(br, h); err != nil {
-			s.Reset()
-			return
-		}
-		var rq request
-		if rq, err = decodeRequest(t, h); err == nil {
-			sv.serve(s, br, rq, remote, start, log)
-			return
-		}
-	}
-	switch {
-	case errors.Is(err, errTooLarge):
-		log.Debug("shard request refused: too large", "type", t, "err", err)
-		sv.refuse(s, rt, StatusTooLarge, err.Error())
-	case errors.Is(err, errMalformed):
-		log.Debug("shard request refused: malformed", "type", t, "err", err)
-		sv.refuse(s, rt, StatusBadRequest, err.Error())
-	default:
-		s.Reset()
+	rq, ok := readHeader(s, br, t, log, func(st Status, msg string) { sv.refuse(s, rt, st, msg) })
+	if ok {
+		sv.serve(s, br, rq, remote, start, log)
 	}
 }
 
