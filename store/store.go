@@ -53,6 +53,10 @@ type DB struct {
 
 	reserve int64 // free space kept on the disk
 
+	spaceMu    sync.Mutex // free-space estimate for CheckSpace
+	spaceAt    time.Time
+	spaceAvail int64
+
 	smu             sync.Mutex // SyncShared
 	scond           *sync.Cond
 	sstarted, sdone uint64
@@ -210,25 +214,50 @@ func (db *DB) Space() (total, avail uint64, err error) {
 // CheckSpace returns ErrNoSpace when writing need more bytes would eat into
 // the reserve.
 func (db *DB) CheckSpace(need int64) error {
-	_, avail, err := db.Space()
+	avail, err := db.available(need)
 	if err != nil {
 		return err
 	}
-	if int64(avail)-need < db.reserve {
+	if avail-need < db.reserve {
 		return fmt.Errorf("%s: %d bytes free, %d kept in reserve: %w", db.dir, avail, db.reserve, ErrNoSpace)
 	}
 	return nil
 }
 
 func (db *DB) checkFloor() error {
-	_, avail, err := db.Space()
+	avail, err := db.available(0)
 	if err != nil {
 		return err
 	}
-	if int64(avail) < db.reserve/2 {
+	if avail < db.reserve/2 {
 		return fmt.Errorf("%s: %d bytes free: %w", db.dir, avail, ErrNoSpace)
 	}
 	return nil
+}
+
+// Far from the reserve, the free space is asked of the kernel only every
+// spaceFresh, and what is claimed meanwhile is taken off the last answer:
+// a statfs per write costs more than a small file's whole write.
+const (
+	spaceFresh  = 200 * time.Millisecond
+	spaceMargin = 256 << 20
+)
+
+// available returns the free bytes of the home disk, claiming need of
+// them until the next statfs.
+func (db *DB) available(need int64) (int64, error) {
+	db.spaceMu.Lock()
+	defer db.spaceMu.Unlock()
+	if time.Since(db.spaceAt) > spaceFresh || db.spaceAvail-need-db.reserve < spaceMargin {
+		_, avail, err := db.Space()
+		if err != nil {
+			return 0, err
+		}
+		db.spaceAt, db.spaceAvail = time.Now(), int64(avail)
+	}
+	avail := db.spaceAvail
+	db.spaceAvail -= max(need, 0)
+	return avail, nil
 }
 
 // Txn is a read or read-write transaction over byte keys.
