@@ -76,7 +76,7 @@ func (f *FS) open(ino peerdrive.Ino) *fileState {
 // purges the file if it was unlinked meanwhile and the kernel forgot it.
 func (f *FS) release(ctx context.Context, ino peerdrive.Ino) error {
 	st := f.state(ino)
-	err := f.flushFile(ctx, st)
+	err := f.handOff(st)
 	f.mu.Lock()
 	st.mu.Lock()
 	st.opens--
@@ -309,6 +309,9 @@ func (f *FS) sealer() {
 func (f *FS) sealOne(j sealJob) {
 	s := f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])
 	err := f.tree.Commit(context.Background(), j.st.ino, []tree.Sealed{s})
+	if errors.Is(err, tree.ErrNotFound) {
+		err = nil // the file was purged meanwhile: nobody can read the data
+	}
 	st := j.st
 	st.mu.Lock()
 	delete(st.sealing, j.idx)
@@ -327,6 +330,29 @@ func (f *FS) sealOne(j sealJob) {
 	if j.buf != nil {
 		f.freeBuf(j.buf)
 	}
+	f.forgetIfIdle(st)
+}
+
+// handOff gives every dirty chunk of st to the sealers and returns without
+// waiting for them: a close returns while its data is sealed and committed
+// in the background, and a run of small files is written at the speed of
+// the kernel's round trips, not of the store's commits. fsync waits for the
+// sealers (flushFile). It returns the error of an earlier background commit.
+func (f *FS) handOff(st *fileState) error {
+	st.mu.Lock()
+	jobs := make([]sealJob, 0, len(st.dirty))
+	for idx, b := range st.dirty {
+		delete(st.dirty, idx)
+		st.sealing[idx] = b
+		jobs = append(jobs, sealJob{st, idx, b})
+	}
+	err := st.err
+	st.err = nil
+	st.mu.Unlock()
+	for _, j := range jobs {
+		f.jobs <- j // blocks while the sealers are busy: back-pressure
+	}
+	return err
 }
 
 // flushFile seals and commits every dirty chunk of st and waits for the

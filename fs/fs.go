@@ -266,6 +266,23 @@ func (f *FS) Close(ctx context.Context) error {
 	return err
 }
 
+// settle waits until every chunk handed to the sealers is committed.
+func (f *FS) settle() {
+	f.mu.Lock()
+	states := make([]*fileState, 0, len(f.files))
+	for _, st := range f.files {
+		states = append(states, st)
+	}
+	f.mu.Unlock()
+	for _, st := range states {
+		st.mu.Lock()
+		for len(st.sealing) > 0 {
+			st.cond.Wait()
+		}
+		st.mu.Unlock()
+	}
+}
+
 // FlushAll seals the dirty data of every open file into the store.
 func (f *FS) FlushAll(ctx context.Context) error {
 	f.mu.Lock()
@@ -321,6 +338,7 @@ func (f *FS) flusher() {
 // what is used, and what is left.
 func (f *FS) statfs(out *fuse.StatfsOut) syscall.Errno {
 	const bsize = 4096
+	f.settle() // closed files' last chunks count as used
 	total, avail, err := f.db.Space()
 	if err != nil {
 		return toErrno(f.log, "statfs", err)

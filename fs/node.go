@@ -491,7 +491,7 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 
 func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	if st := n.fsys.existing(n.ino()); st != nil {
-		if err := n.fsys.flushFile(meta(ctx), st); err != nil {
+		if err := n.fsys.handOff(st); err != nil {
 			return n.errno("flush", err)
 		}
 	}

@@ -247,6 +247,7 @@ var semCases = []semCase{
 		wantBytes(t, "sparse file (buffered)", pread(t, fd, int(end)+100, 0), want)
 		closeFD(t, fd)
 		wantBytes(t, "sparse file", readFile(t, p), want)
+		d.fs.settle() // a close hands the last chunks to the sealers
 		if c := d.tree.Stats().Chunks; c != 2 {
 			t.Fatalf("%d chunks stored for two written bytes, want 2", c)
 		}
@@ -420,6 +421,7 @@ var semCases = []semCase{
 		writeFile(t, a, []byte("AAA"))
 		writeFile(t, b, randBytes(12, mib+1))
 		ino := lstat(t, a).Ino
+		d.fs.settle()
 		chunks := d.tree.Stats().Chunks
 		must(t, unix.Rename(a, b))
 		var st unix.Stat_t
@@ -1465,6 +1467,7 @@ func corruptChunk(t *testing.T, d *testDrive, inRecord bool) {
 	data := randBytes(21, 100_000)
 	writeFile(t, p, data)
 	writeFile(t, d.path("other"), []byte("fine"))
+	d.fs.settle()
 	ref, ok, err := d.tree.ChunkRef(context.Background(), peerdrive.Ino(lstat(t, p).Ino), 0)
 	if err != nil || !ok {
 		t.Fatalf("chunk map of the file: %v %v", ok, err)
