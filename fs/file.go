@@ -189,24 +189,41 @@ func (f *FS) bufFor(ctx context.Context, st *fileState, idx int64, off, n int) (
 		}
 		st.cond.Wait() // one version of a chunk is sealed at a time
 	}
-	ref, ok, err := f.tree.ChunkRef(context.WithoutCancel(ctx), st.ino, idx)
-	if err != nil {
-		return nil, err
-	}
 	b := f.newBuf()
-	if ok && !(off == 0 && n >= int(ref.Len)) {
-		plain, err := f.tree.ReadChunk(ctx, ref)
-		if err != nil {
-			f.freeBuf(b)
-			return nil, err
-		}
-		b.n = copy(*b.data, plain)
+	if err := f.loadChunk(ctx, st.ino, idx, off, n, b); err != nil {
+		f.freeBuf(b)
+		return nil, err
 	}
 	if len(st.dirty) == 0 {
 		st.dirtySince = time.Now()
 	}
 	st.dirty[idx] = b
 	return b, nil
+}
+
+// loadChunk fills b with the stored bytes of chunk idx of ino that a write
+// of [off, off+n) leaves in place. A write that covers the whole chunk or
+// starts a chunk past the end of the file needs none: it does not ask the
+// store at all, whose reads wait for the sealers' commits in flight.
+func (f *FS) loadChunk(ctx context.Context, ino peerdrive.Ino, idx int64, off, n int, b *chunkBuf) error {
+	if off == 0 && n == chunkSize {
+		return nil
+	}
+	if in, err := f.tree.Inode(ctx, ino); err == nil && uint64(idx)*chunkSize >= in.Size {
+		return nil // every write extends the size: nothing was ever stored here
+	}
+	ref, ok, err := f.tree.ChunkRef(context.WithoutCancel(ctx), ino, idx)
+	if err != nil {
+		return err
+	}
+	if ok && !(off == 0 && n >= int(ref.Len)) {
+		plain, err := f.tree.ReadChunk(ctx, ref)
+		if err != nil {
+			return err
+		}
+		b.n = copy(*b.data, plain)
+	}
+	return nil
 }
 
 // write copies data at off into the file's dirty buffers; full chunks go to
