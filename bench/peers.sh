@@ -127,7 +127,10 @@ start_peers() {
     home=$WORK/peer$i
     "$PD" --home "$home" init >>"$LOG" 2>&1 || { tail -5 "$LOG" >&2; die "peerdrive --home $home init failed"; }
     # The peers find each other through the first; the mount bootstraps from all of them.
-    "$PD" --home "$home" serve --listen /ip4/127.0.0.1/tcp/0 --contribute "$CONTRIBUTE" \
+    # --ledger-allowance: the peers take the mount's whole write before they
+    # have measured what it gives back; the benchmark times the data path, not
+    # the fair-exchange probes (issue 5), which the default 64 MiB would start.
+    "$PD" --home "$home" serve --listen /ip4/127.0.0.1/tcp/0 --contribute "$CONTRIBUTE" --ledger-allowance "$CONTRIBUTE" \
       ${first:+--bootstrap "$first"} >>"$WORK/peer$i.log" 2>&1 &
     PEERPIDS+=($!)
     a=""

@@ -97,7 +97,16 @@ type Options struct {
 	PackDelay  time.Duration // how long a partial segment waits for more chunks (0: 1 s)
 	Log        *slog.Logger
 	// ShardTimeout bounds one shard transfer (0: 60 s).
-	ShardTimeout  time.Duration
+	ShardTimeout time.Duration
+	// Uploads yield to a writer: while new chunks keep coming (the last one
+	// less than YieldGap ago) and less than YieldBytes waits, the uploader
+	// waits, so that a burst of writes goes at the local disk's speed
+	// instead of sharing the CPU with its own upload, which follows at
+	// once. A sync never waits. 0 takes DefaultYieldGap and half of
+	// CacheBytes, at most DefaultYieldBytes; a negative YieldGap turns it
+	// off.
+	YieldGap      time.Duration
+	YieldBytes    int64
 	RepairOptions // audits and repair (audit.go, repair.go)
 }
 
@@ -124,6 +133,7 @@ type Replica struct {
 	queueSet  map[peerdrive.ChunkID]int64
 	inflight  map[peerdrive.ChunkID]bool
 	flushReq  bool
+	lastNew   time.Time // when the last chunk was queued
 	lastErr   error
 	health    Health
 	nextSeg   uint64
@@ -142,6 +152,15 @@ func New(db *store.DB, n Network, o Options) (*Replica, error) {
 	}
 	if o.ShardTimeout == 0 {
 		o.ShardTimeout = 60 * time.Second
+	}
+	if o.YieldGap == 0 {
+		o.YieldGap = DefaultYieldGap
+	}
+	if o.YieldBytes == 0 {
+		o.YieldBytes = DefaultYieldBytes
+		if o.CacheBytes > 0 {
+			o.YieldBytes = min(o.CacheBytes/2, DefaultYieldBytes)
+		}
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -233,8 +252,26 @@ func (r *Replica) Queued(id peerdrive.ChunkID, sealedBytes int64) {
 		r.pending += sealedBytes
 		r.cache.addPinned(sealedBytes)
 	}
+	r.lastNew = time.Now()
 	r.mu.Unlock()
 	r.kick()
+}
+
+// Defaults of Options.YieldGap and YieldBytes.
+const (
+	DefaultYieldGap   = 250 * time.Millisecond
+	DefaultYieldBytes = 1 << 30
+)
+
+// yieldFor says how long the uploader should still leave the CPU and the
+// disk to a writer (see Options.YieldGap); 0 when it should go on.
+func (r *Replica) yieldFor() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opts.YieldGap < 0 || r.flushReq || r.pending >= r.opts.YieldBytes {
+		return 0
+	}
+	return max(r.opts.YieldGap-time.Since(r.lastNew), 0)
 }
 
 func (r *Replica) kick() {

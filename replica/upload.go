@@ -66,6 +66,9 @@ func (r *Replica) uploader() {
 			case <-time.After(wait):
 			}
 		}
+		if !r.yield() {
+			return
+		}
 		lastScan = time.Now()
 		if len(r.net.StoragePeers()) == 0 {
 			r.mu.Lock()
@@ -120,6 +123,26 @@ func (r *Replica) uploader() {
 		} else if len(batches) > 0 {
 			backoff = 0
 		}
+	}
+}
+
+// yield waits while a writer keeps adding chunks (see Options.YieldGap).
+// It returns false when the replica stops.
+func (r *Replica) yield() bool {
+	for {
+		d := r.yieldFor()
+		if d <= 0 {
+			return true
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-r.stop:
+			t.Stop()
+			return false
+		case <-r.wake: // another chunk, or a sync
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
