@@ -326,6 +326,7 @@ func (f *FS) sealer() {
 func (f *FS) sealOne(j sealJob) {
 	s := f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])
 	err := f.tree.Commit(context.Background(), j.st.ino, []tree.Sealed{s})
+	f.tree.Recycle(&s)
 	if errors.Is(err, tree.ErrNotFound) {
 		err = nil // the file was purged meanwhile: nobody can read the data
 	}

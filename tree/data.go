@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/store"
@@ -34,9 +35,34 @@ func (t *Tree) Seal(idx int64, plain []byte) Sealed {
 		return Sealed{Idx: idx, Hole: true, Len: uint32(len(plain))}
 	}
 	s := Sealed{Idx: idx, Len: uint32(len(plain)), Dedup: t.keys.DedupHash(plain)}
-	s.Sealed = t.keys.SealChunk(make([]byte, 0, len(plain)+64), plain)
+	s.Sealed = t.keys.SealChunk(sealDst(len(plain)), plain)
 	s.ID = peerdrive.ChunkID(contentID(s.Sealed))
 	return s
+}
+
+// sealSlack is room for a chunk envelope's header and tag.
+const sealSlack = 64
+
+// sealBufs holds buffers for sealing whole chunks: a sequential writer
+// seals one per MiB, and fresh ones cost their zeroing and the garbage
+// collections they bring about.
+var sealBufs = sync.Pool{New: func() any { b := make([]byte, 0, peerdrive.ChunkSize+sealSlack); return &b }}
+
+func sealDst(n int) []byte {
+	if n < peerdrive.ChunkSize/2 {
+		return make([]byte, 0, n+sealSlack)
+	}
+	return (*sealBufs.Get().(*[]byte))[:0]
+}
+
+// Recycle gives the sealed bytes of s back for reuse once Commit returned;
+// s holds none after it.
+func (t *Tree) Recycle(s *Sealed) {
+	if cap(s.Sealed) == peerdrive.ChunkSize+sealSlack {
+		b := s.Sealed[:0]
+		sealBufs.Put(&b)
+	}
+	s.Sealed = nil
 }
 
 func isZero(b []byte) bool {
