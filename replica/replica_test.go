@@ -225,3 +225,50 @@ func TestTolerated(t *testing.T) {
 		}
 	}
 }
+
+// A writer that keeps adding chunks holds uploads back until it pauses for
+// YieldGap, unless YieldBytes already wait; then they run with no sync.
+func TestUploadsYieldToWriter(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		yieldBytes int64
+		wantHeld   bool
+	}{
+		{"held while the writer goes on", 1 << 30, true},
+		{"not held past YieldBytes", 256 << 10, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			net := newMemNet(6)
+			db, err := store.Open(t.TempDir(), store.Options{Reserve: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := New(db, net, Options{Params: segment.Params{K: 4, M: 2}, PackDelay: 20 * time.Millisecond,
+				YieldGap: 400 * time.Millisecond, YieldBytes: c.yieldBytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Start()
+			t.Cleanup(func() { r.Close(); db.Close() })
+			// 20 chunks of 64 KiB, one every 50 ms: a segment's worth
+			// (1 MiB) waits after 16 of them.
+			for range 20 {
+				putChunks(t, db, r, 1, 64<<10)
+				time.Sleep(50 * time.Millisecond)
+			}
+			net.mu.Lock()
+			puts := net.puts
+			net.mu.Unlock()
+			if held := puts == 0; held != c.wantHeld {
+				t.Fatalf("%d shard puts while the writer went on; want held %v", puts, c.wantHeld)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for r.Stats().PendingBytes > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d bytes still pending 10 s after the writer stopped", r.Stats().PendingBytes)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
