@@ -416,6 +416,24 @@ var semCases = []semCase{
 			t.Fatalf("orphans left: %v", orphans)
 		}
 	}},
+	{name: "UnlinkRightAfterClose", fn: func(t *testing.T, d *testDrive) {
+		// A close hands the file's last chunk to the sealers; an unlink
+		// right after must not leave that chunk behind once it is sealed.
+		for i := range 50 {
+			p := d.path(fmt.Sprintf("f%d", i))
+			writeFile(t, p, randBytes(uint64(100+i), 4096+i))
+			must(t, unix.Unlink(p))
+		}
+		d.fs.settle()
+		waitFor(t, "the unlinked files and their chunks to be purged", func() bool {
+			s := d.tree.Stats()
+			return s.Chunks == 0 && s.Inodes == 1
+		})
+		d.remount()
+		if s := d.tree.Stats(); s.Chunks != 0 || s.Inodes != 1 {
+			t.Fatalf("after remount: %+v, want no chunks and only the root", s)
+		}
+	}},
 	{name: "RenameOverFile", fn: func(t *testing.T, d *testDrive) {
 		a, b := d.path("a"), d.path("b")
 		writeFile(t, a, []byte("AAA"))
