@@ -416,6 +416,53 @@ var semCases = []semCase{
 			t.Fatalf("orphans left: %v", orphans)
 		}
 	}},
+	{name: "KillSuidSgid", fn: func(t *testing.T, d *testDrive) {
+		// Linux clears set-user-ID (and set-group-ID when the group may
+		// execute) when a caller without CAP_FSETID writes or truncates,
+		// and on any chown of a non-directory.
+		const owner = 1000
+		must(t, os.Chmod(filepath.Dir(d.mnt), 0o755)) // t.TempDir makes it 0700
+		for i, c := range []struct {
+			name     string
+			mode     uint32
+			isDir    bool
+			asOwner  bool
+			op       func(p string) error
+			wantMode uint32
+		}{
+			{"write by the owner", 0o6755, false, true, func(p string) error { return writeAt(p, 0) }, 0o755},
+			{"write, no group exec", 0o6745, false, true, func(p string) error { return writeAt(p, 5) }, 0o2745},
+			{"write by root", 0o6755, false, false, func(p string) error { return writeAt(p, 0) }, 0o6755},
+			{"truncate by the owner", 0o6755, false, true, func(p string) error { return unix.Truncate(p, 3) }, 0o755},
+			{"open O_TRUNC by the owner", 0o6755, false, true, func(p string) error {
+				fd, err := unix.Open(p, unix.O_WRONLY|unix.O_TRUNC, 0)
+				if err == nil {
+					unix.Close(fd)
+				}
+				return err
+			}, 0o755},
+			{"chown by root", 0o6755, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o755},
+			{"chown by root, no group exec", 0o6745, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o2745},
+			{"chown of a directory", 0o6755, true, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o6755},
+		} {
+			p := d.path(fmt.Sprintf("k%d", i))
+			if c.isDir {
+				must(t, unix.Mkdir(p, 0o755))
+			} else {
+				writeFile(t, p, []byte("0123456789"))
+			}
+			must(t, unix.Chown(p, owner, owner))
+			must(t, unix.Chmod(p, c.mode))
+			if c.asOwner {
+				asUser(t, owner, owner, func() error { return c.op(p) })
+			} else {
+				must(t, c.op(p))
+			}
+			if got := lstat(t, p).Mode &^ unix.S_IFMT; got != c.wantMode {
+				t.Errorf("%s: mode %o, want %o", c.name, got, c.wantMode)
+			}
+		}
+	}},
 	{name: "UnlinkRightAfterClose", fn: func(t *testing.T, d *testDrive) {
 		// A close hands the file's last chunk to the sealers; an unlink
 		// right after must not leave that chunk behind once it is sealed.
@@ -1517,4 +1564,15 @@ func corruptChunk(t *testing.T, d *testDrive, inRecord bool) {
 	// Replacing the file still works.
 	writeFile(t, p, []byte("new"))
 	wantBytes(t, "rewritten", readFile(t, p), []byte("new"))
+}
+
+// writeAt writes one byte at off of the file p.
+func writeAt(p string, off int64) error {
+	fd, err := unix.Open(p, unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Pwrite(fd, []byte("x"), off)
+	return err
 }
