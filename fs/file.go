@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/peerdrive/peerdrive"
@@ -31,6 +32,7 @@ type fileState struct {
 	aheadTo    int64 // chunks below this were read ahead
 	fetchTo    int64 // chunks below this were prefetched from the disk
 	err        error // a failed background commit, reported by the next flush
+	capChecked bool  // a write looked for security.capability (killPrivs)
 }
 
 type chunkBuf struct {
@@ -602,3 +604,64 @@ func (f *FS) checkQuota(n int64) error {
 	}
 	return nil
 }
+
+// With CAP_HANDLE_KILLPRIV_V2 the kernel leaves it to the filesystem to
+// clear set-user-ID, set-group-ID and security.capability when a file is
+// written, truncated or chowned, and in exchange marks the superblock
+// SB_NOSEC: it stops asking for security.capability (a GETXATTR round trip)
+// before every write of a file once one write found none.
+
+// killPrivs is called after a write: a caller without CAP_FSETID (the
+// kernel flags its write) clears set-user-ID, and set-group-ID if the group
+// may execute; the first write through a file's state drops a
+// security.capability, as the VFS does for any writer.
+func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
+	if c := ctx.Done(); c != nil {
+		if _, ok := f.kills.Load(c); ok {
+			in, err := f.tree.Inode(ctx, ino)
+			if err == nil && in.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+				_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) {
+					if killSuidSgid(in) {
+						in.Ctime = tree.Now()
+					}
+				})
+			}
+		}
+	}
+	st := f.existing(ino)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	checked := st.capChecked
+	st.capChecked = true
+	st.mu.Unlock()
+	if !checked {
+		f.dropCapability(ctx, ino)
+	}
+}
+
+// killSuidSgid clears set-user-ID, and set-group-ID when the group may
+// execute (without group execute it marks mandatory locking and stays); it
+// reports whether the mode changed.
+func killSuidSgid(in *peerdrive.Inode) bool {
+	old := in.Mode
+	in.Mode &^= syscall.S_ISUID
+	if in.Mode&syscall.S_IXGRP != 0 {
+		in.Mode &^= syscall.S_ISGID
+	}
+	return in.Mode != old
+}
+
+// dropCapability removes the security.capability attribute of ino, if any.
+// Best effort: failing to remove it is logged.
+func (f *FS) dropCapability(ctx context.Context, ino peerdrive.Ino) {
+	if _, err := f.tree.GetXattr(ctx, ino, xattrCapability); err != nil {
+		return
+	}
+	if err := f.tree.RemoveXattr(ctx, ino, xattrCapability); err != nil && !errors.Is(err, tree.ErrNoData) {
+		f.log.Warn("security.capability not removed after a write", "ino", ino, "err", err)
+	}
+}
+
+const xattrCapability = "security.capability"

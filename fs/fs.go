@@ -49,6 +49,7 @@ type FS struct {
 	log  *slog.Logger
 
 	umasks sync.Map // of requests in flight that make nodes: see umaskFS
+	kills  sync.Map // of writes in flight that clear set-ID bits: see killPrivs
 
 	mu    sync.Mutex
 	files map[peerdrive.Ino]*fileState
@@ -130,7 +131,7 @@ func (f *FS) MountOptions() *gofs.Options {
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
 		// The kernel leaves the umask to us (see umaskFS): a default ACL
 		// replaces it.
-		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_DONT_MASK,
+		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_DONT_MASK | fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	if f.opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -194,6 +195,26 @@ func setReadAhead(dir string, kb int) error {
 type umaskFS struct {
 	fuse.RawFileSystem
 	fsys *FS
+}
+
+// Write and Writev note a write that must clear set-ID bits (see
+// killPrivs): the node API does not carry the write's flags.
+func (u *umaskFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	defer u.fsys.withKill(cancel, in)()
+	return u.RawFileSystem.Write(cancel, in, data)
+}
+
+func (u *umaskFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	defer u.fsys.withKill(cancel, in)()
+	return u.RawFileSystem.Writev(cancel, in, data)
+}
+
+func (f *FS) withKill(c <-chan struct{}, in *fuse.WriteIn) func() {
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+		return func() {}
+	}
+	f.kills.Store(c, true)
+	return func() { f.kills.Delete(c) }
 }
 
 func (u *umaskFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {

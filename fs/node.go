@@ -187,6 +187,16 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 		if changed {
 			in.Ctime = tree.Now()
 		}
+		// HANDLE_KILLPRIV_V2 (see killPrivs): a truncate by a caller
+		// without CAP_FSETID, and any chown of a non-directory, clear
+		// set-user-ID and set-group-ID, unless the request sets the mode.
+		_, chown := sa.GetUID()
+		if _, g := sa.GetGID(); g {
+			chown = true
+		}
+		if _, chmod := sa.GetMode(); !chmod && (sa.Valid&fuse.FATTR_KILL_SUIDGID != 0 || chown && in.Mode&syscall.S_IFMT != syscall.S_IFDIR) {
+			killSuidSgid(in)
+		}
 		if t, ok := sa.GetCTime(); ok {
 			in.Ctime = nanos(t)
 		}
@@ -212,6 +222,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 	}
 	if err != nil {
 		return n.errno("setattr", err)
+	}
+	if _, chown := sa.GetUID(); chown || sa.Valid&(fuse.FATTR_SIZE|fuse.FATTR_GID) != 0 {
+		n.fsys.dropCapability(ctx, ino)
 	}
 	fillAttr(ino, &in, &out.Attr)
 	return 0
@@ -486,6 +499,7 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 	if err != nil && c == 0 {
 		return 0, n.errno("write", err, "off", off)
 	}
+	n.fsys.killPrivs(ctx, n.ino())
 	return uint32(c), 0
 }
 

@@ -462,6 +462,18 @@ var semCases = []semCase{
 				t.Errorf("%s: mode %o, want %o", c.name, got, c.wantMode)
 			}
 		}
+		// A file capability (setcap) goes with any write, even root's.
+		p := d.path("cap")
+		writeFile(t, p, []byte("0123456789"))
+		capV2 := []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // cap_net_raw=p
+		must(t, unix.Setxattr(p, "security.capability", capV2, 0))
+		if _, err := unix.Getxattr(p, "security.capability", make([]byte, 64)); err != nil {
+			t.Fatalf("security.capability after setxattr: %v", err)
+		}
+		must(t, writeAt(p, 1))
+		if _, err := unix.Getxattr(p, "security.capability", make([]byte, 64)); err != unix.ENODATA {
+			t.Fatalf("security.capability after a write: %v, want ENODATA", err)
+		}
 	}},
 	{name: "UnlinkRightAfterClose", fn: func(t *testing.T, d *testDrive) {
 		// A close hands the file's last chunk to the sealers; an unlink
