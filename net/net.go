@@ -30,6 +30,7 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	goyamux "github.com/libp2p/go-yamux/v5"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -198,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// stays for peers that prefer it.
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, bulkYamux()),
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(dialWatch{}),
 		libp2p.ResourceManager(rm),
@@ -367,3 +368,16 @@ func (dialWatch) InterceptSecured(network.Direction, peer.ID, network.ConnMultia
 }
 
 func (dialWatch) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// bulkYamux is libp2p's yamux configuration with frames of up to 1 MiB
+// instead of 64 KiB: a shard is 256 KiB to 4 MiB, and every frame costs a
+// header, a read and window bookkeeping on both ends. BenchmarkShard/tcp,
+// 3 runs each: put 2.10 -> 1.90, get 2.12 -> 1.93 CPU-ms per MB (medians).
+// Frames are the sender's choice: peers with the default still interoperate.
+func bulkYamux() *yamux.Transport {
+	c := *(*goyamux.Config)(yamux.DefaultTransport)
+	c.MaxMessageSize = bulkFrame
+	return (*yamux.Transport)(&c)
+}
+
+const bulkFrame = 1 << 20 // bytes
