@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/tree"
@@ -126,6 +127,15 @@ func (n *node) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, siz
 		return n.errno("fallocate", err)
 	}
 	end := off + size
+	switch mode &^ fallocKeepSize {
+	case 0, fallocPunchHole, fallocZeroRange:
+		// Like any change of the data by an unprivileged caller (see
+		// killPrivs), it clears set-user-ID; the kernel does not flag
+		// fallocate, so a caller other than root counts as unprivileged.
+		if c, ok := fuse.FromContext(ctx); ok && c.Uid != 0 && in.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+			n.fsys.killSuidSgidOf(ino)
+		}
+	}
 	switch mode &^ fallocKeepSize {
 	case 0:
 		if mode&fallocKeepSize != 0 || end <= in.Size {

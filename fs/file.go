@@ -620,11 +620,7 @@ func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
 		if _, ok := f.kills.Load(c); ok {
 			in, err := f.tree.Inode(ctx, ino)
 			if err == nil && in.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
-				_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) {
-					if killSuidSgid(in) {
-						in.Ctime = tree.Now()
-					}
-				})
+				f.killSuidSgidOf(ino)
 			}
 		}
 	}
@@ -639,6 +635,15 @@ func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
 	if !checked {
 		f.dropCapability(ctx, ino)
 	}
+}
+
+// killSuidSgidOf applies killSuidSgid to the inode ino.
+func (f *FS) killSuidSgidOf(ino peerdrive.Ino) {
+	_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) {
+		if killSuidSgid(in) {
+			in.Ctime = tree.Now()
+		}
+	})
 }
 
 // killSuidSgid clears set-user-ID, and set-group-ID when the group may

@@ -441,6 +441,14 @@ var semCases = []semCase{
 				}
 				return err
 			}, 0o755},
+			{"fallocate by the owner", 0o6755, false, true, func(p string) error {
+				fd, err := unix.Open(p, unix.O_WRONLY, 0)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(fd)
+				return unix.Fallocate(fd, 0, 0, 1<<20)
+			}, 0o755},
 			{"chown by root", 0o6755, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o755},
 			{"chown by root, no group exec", 0o6745, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o2745},
 			{"chown of a directory", 0o6755, true, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o6755},
