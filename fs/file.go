@@ -329,8 +329,8 @@ func (f *FS) sealOne(j sealJob) {
 	s := f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])
 	err := f.tree.Commit(context.Background(), j.st.ino, []tree.Sealed{s})
 	f.tree.Recycle(&s)
-	if errors.Is(err, tree.ErrNotFound) {
-		err = nil // the file was purged meanwhile: nobody can read the data
+	if err != nil && f.purged(context.Background(), j.st.ino) {
+		err = nil // nobody can read the data
 	}
 	st := j.st
 	st.mu.Lock()
@@ -384,17 +384,17 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	for len(st.sealing) > 0 {
 		st.cond.Wait()
 	}
-	bg := st.err
+	// A background commit that failed kept its data in st.dirty (or newer
+	// data replaced it): committing st.dirty now decides. Its error was
+	// offered to the next close; once the data is in, it is moot.
 	st.err = nil
 	var sealed []tree.Sealed
-	var bufs []*chunkBuf
 	for idx, b := range st.dirty {
 		sealed = append(sealed, f.tree.Seal(idx, (*b.data)[:b.n]))
-		bufs = append(bufs, b)
 	}
 	err := f.tree.Commit(ctx, st.ino, sealed)
-	if errors.Is(err, tree.ErrNotFound) {
-		err = nil // the file was purged meanwhile
+	if err != nil && f.purged(ctx, st.ino) {
+		err = nil // nobody can read the data
 	}
 	if err == nil {
 		for idx, b := range st.dirty {
@@ -403,10 +403,13 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 		}
 	}
 	st.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return bg
+	return err
+}
+
+// purged reports whether ino is gone from the tree.
+func (f *FS) purged(ctx context.Context, ino peerdrive.Ino) bool {
+	_, err := f.tree.Inode(ctx, ino)
+	return errors.Is(err, tree.ErrNotFound)
 }
 
 // read fills dest from the file at off; it returns the number of bytes.

@@ -262,6 +262,7 @@ func (f *FS) Close(ctx context.Context) error {
 	f.aheadOff = true
 	f.aheadMu.Unlock()
 	f.aheadWG.Wait() // read-ahead uses the store, which closes after us
+	f.dropUnlinked()
 	err := f.FlushAll(ctx)
 	f.stopOnce.Do(func() { close(f.stop); close(f.jobs) })
 	f.workers.Wait()
@@ -285,6 +286,32 @@ func (f *FS) Close(ctx context.Context) error {
 		err = serr
 	}
 	return err
+}
+
+// dropUnlinked frees the unwritten data of unlinked files, which Close
+// purges: with the kernel gone nobody can read it, and a full disk must not
+// fail the unmount for it.
+func (f *FS) dropUnlinked() {
+	f.mu.Lock()
+	var states []*fileState
+	for ino := range f.unlinked {
+		if st := f.files[ino]; st != nil {
+			states = append(states, st)
+		}
+	}
+	f.mu.Unlock()
+	for _, st := range states {
+		st.mu.Lock()
+		for len(st.sealing) > 0 {
+			st.cond.Wait()
+		}
+		for idx, b := range st.dirty {
+			delete(st.dirty, idx)
+			f.freeBuf(b)
+		}
+		st.err = nil
+		st.mu.Unlock()
+	}
 }
 
 // settle waits until every chunk handed to the sealers is committed.
