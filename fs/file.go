@@ -35,6 +35,14 @@ type fileState struct {
 	capChecked bool  // a write looked for security.capability (killPrivs)
 }
 
+// waitSealed waits, with st.mu held, until none of st's chunks is with the
+// sealers.
+func (st *fileState) waitSealed() {
+	for len(st.sealing) > 0 {
+		st.cond.Wait()
+	}
+}
+
 type chunkBuf struct {
 	data *[]byte // chunkSize bytes; only [:n] is meaningful, the rest reads as zeros
 	n    int
@@ -381,9 +389,7 @@ func (f *FS) handOff(st *fileState) error {
 // next tree Flush or Sync).
 func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	st.mu.Lock()
-	for len(st.sealing) > 0 {
-		st.cond.Wait()
-	}
+	st.waitSealed()
 	// A background commit that failed kept its data in st.dirty (or newer
 	// data replaced it): committing st.dirty now decides. Its error was
 	// offered to the next close; once the data is in, it is moot.
@@ -554,9 +560,7 @@ func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peer
 	defer f.forgetIfIdle(st)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for len(st.sealing) > 0 {
-		st.cond.Wait()
-	}
+	st.waitSealed()
 	last := int64(size / chunkSize) // the chunk the new end falls in
 	cut := int(size - uint64(last)*chunkSize)
 	for idx, b := range st.dirty {

@@ -292,19 +292,9 @@ func (f *FS) Close(ctx context.Context) error {
 // purges: with the kernel gone nobody can read it, and a full disk must not
 // fail the unmount for it.
 func (f *FS) dropUnlinked() {
-	f.mu.Lock()
-	var states []*fileState
-	for ino := range f.unlinked {
-		if st := f.files[ino]; st != nil {
-			states = append(states, st)
-		}
-	}
-	f.mu.Unlock()
-	for _, st := range states {
+	for _, st := range f.fileStates(true) {
 		st.mu.Lock()
-		for len(st.sealing) > 0 {
-			st.cond.Wait()
-		}
+		st.waitSealed()
 		for idx, b := range st.dirty {
 			delete(st.dirty, idx)
 			f.freeBuf(b)
@@ -316,31 +306,31 @@ func (f *FS) dropUnlinked() {
 
 // settle waits until every chunk handed to the sealers is committed.
 func (f *FS) settle() {
-	f.mu.Lock()
-	states := make([]*fileState, 0, len(f.files))
-	for _, st := range f.files {
-		states = append(states, st)
-	}
-	f.mu.Unlock()
-	for _, st := range states {
+	for _, st := range f.fileStates(false) {
 		st.mu.Lock()
-		for len(st.sealing) > 0 {
-			st.cond.Wait()
-		}
+		st.waitSealed()
 		st.mu.Unlock()
 	}
 }
 
+// fileStates returns the states of the files with data in memory; only
+// those of unlinked files if unlinked is set.
+func (f *FS) fileStates(unlinked bool) []*fileState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	states := make([]*fileState, 0, len(f.files))
+	for ino, st := range f.files {
+		if _, gone := f.unlinked[ino]; gone || !unlinked {
+			states = append(states, st)
+		}
+	}
+	return states
+}
+
 // FlushAll seals the dirty data of every open file into the store.
 func (f *FS) FlushAll(ctx context.Context) error {
-	f.mu.Lock()
-	states := make([]*fileState, 0, len(f.files))
-	for _, st := range f.files {
-		states = append(states, st)
-	}
-	f.mu.Unlock()
 	var first error
-	for _, st := range states {
+	for _, st := range f.fileStates(false) {
 		if err := f.flushFile(ctx, st); err != nil && first == nil {
 			first = err
 		}
