@@ -98,12 +98,9 @@ func (r *Replica) fetchSegment(ctx context.Context, num uint64) ([]byte, Segment
 
 func (r *Replica) doFetch(ctx context.Context, num uint64) ([]byte, Segment, error) {
 	var rec Segment
-	err := r.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(num))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
+	err := r.db.View(func(tx *store.Txn) (err error) {
+		rec, err = getSegment(tx, num)
+		return err
 	})
 	if err != nil {
 		return nil, rec, fmt.Errorf("segment %d record: %w", num, err)

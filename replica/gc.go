@@ -508,12 +508,8 @@ func locatedIn(tx *store.Txn, id peerdrive.ChunkID, num uint64) (bool, error) {
 // placement).
 func deathOf(tx *store.Txn, id peerdrive.ChunkID, at uint64, placed bool) (int64, error) {
 	if placed {
-		v, err := tx.Get(segKey(at))
+		rec, err := getSegment(tx, at)
 		if err != nil {
-			return 0, err
-		}
-		var rec Segment
-		if err := peerdrive.Unmarshal(v, &rec); err != nil {
 			return 0, err
 		}
 		return (rec.Time + 1) * int64(time.Second), nil

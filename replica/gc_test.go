@@ -159,6 +159,19 @@ func (f *gcFixture) segOf(id peerdrive.ChunkID) uint64 {
 	return loc.Seg
 }
 
+// segment returns the record of segment num.
+func (f *gcFixture) segment(num uint64) Segment {
+	f.t.Helper()
+	var rec Segment
+	if err := f.db.View(func(tx *store.Txn) (err error) {
+		rec, err = getSegment(tx, num)
+		return err
+	}); err != nil {
+		f.t.Fatalf("segment %d record: %v", num, err)
+	}
+	return rec
+}
+
 func (f *gcFixture) hasSeg(num uint64) bool {
 	var ok bool
 	f.db.View(func(tx *store.Txn) error {
@@ -269,14 +282,7 @@ func TestGCTombstoneRevival(t *testing.T) {
 	if freed := f.run(); freed != 0 {
 		t.Fatal("collected before a snapshot later than the re-placement")
 	}
-	var rec Segment
-	f.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(second))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
-	})
+	rec := f.segment(second)
 	f.ret.OK, f.ret.Oldest = true, time.Unix(rec.Time+1, 1)
 	f.run()
 	if f.hasSeg(first) {
@@ -306,14 +312,7 @@ func TestGCOfflineHolder(t *testing.T) {
 	f := newGCFixture(t)
 	ids := f.store(4, 100<<10)
 	seg := f.segOf(ids[0])
-	var rec Segment
-	f.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(seg))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
-	})
+	rec := f.segment(seg)
 	off := peer.ID(rec.Shards[0].Peer)
 	f.net.setDown(true, off)
 	f.drop(ids, true)
@@ -423,14 +422,7 @@ func TestGCRenewReportsMissing(t *testing.T) {
 	})
 	ids := f.store(3, 10<<10)
 	seg := f.segOf(ids[0])
-	var rec Segment
-	f.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(seg))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
-	})
+	rec := f.segment(seg)
 	lost := rec.Shards[2]
 	f.net.mu.Lock()
 	delete(f.net.peers[peer.ID(lost.Peer)], lost.ID)
@@ -508,14 +500,7 @@ func TestGCRepack(t *testing.T) {
 	if !f.hasSeg(old) {
 		t.Fatal("old segment collected before a snapshot later than the repack")
 	}
-	var rec Segment
-	f.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(moved))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
-	})
+	rec := f.segment(moved)
 	f.ret.OK, f.ret.Oldest = true, time.Unix(rec.Time+1, 1)
 	f.run()
 	if f.hasSeg(old) {

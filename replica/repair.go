@@ -399,12 +399,9 @@ var errRepairMismatch = errors.New("rebuilt shards do not match the segment reco
 // commits the new locations. It returns how many shards it placed.
 func (r *Replica) repairSegment(ctx context.Context, t RepairTask) (int, error) {
 	var rec Segment
-	err := r.db.View(func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(t.Seg))
-		if err != nil {
-			return err
-		}
-		return peerdrive.Unmarshal(v, &rec)
+	err := r.db.View(func(tx *store.Txn) (err error) {
+		rec, err = getSegment(tx, t.Seg)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil // deleted since the plan
@@ -505,15 +502,11 @@ func (r *Replica) commitRepair(num uint64, old Segment, placed map[int]ShardLoc,
 	n := 0
 	now := time.Now().Unix()
 	err := r.db.Update(0, func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(num))
+		cur, err := getSegment(tx, num)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
-			return err
-		}
-		var cur Segment
-		if err := peerdrive.Unmarshal(v, &cur); err != nil {
 			return err
 		}
 		if len(cur.Shards) != len(old.Shards) {

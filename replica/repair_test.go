@@ -396,12 +396,8 @@ func TestOldRecordsWithoutRoots(t *testing.T) {
 	// Strip the roots, as an old record would be.
 	var num uint64
 	err := db.Update(0, func(tx *store.Txn) error {
-		v, err := tx.Get(segKey(num))
+		rec, err := getSegment(tx, num)
 		if err != nil {
-			return err
-		}
-		var rec Segment
-		if err := peerdrive.Unmarshal(v, &rec); err != nil {
 			return err
 		}
 		for i := range rec.Shards {

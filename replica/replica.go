@@ -84,6 +84,16 @@ func segKey(n uint64) []byte {
 	return k
 }
 
+// getSegment reads the record of segment num.
+func getSegment(tx *store.Txn, num uint64) (Segment, error) {
+	var rec Segment
+	v, err := tx.Get(segKey(num))
+	if err != nil {
+		return rec, err
+	}
+	return rec, peerdrive.Unmarshal(v, &rec)
+}
+
 func idKey(tag byte, id peerdrive.ChunkID) []byte { return append([]byte{tag}, id[:]...) }
 
 // QueueKey is the key tree writes when it stores a new chunk, in the same
