@@ -87,20 +87,42 @@ func isZero(b []byte) bool {
 // alone are written by the next Flush or Sync (a transaction on every close
 // would cost a round trip to the store per file).
 func (t *Tree) Commit(ctx context.Context, ino peerdrive.Ino, chunks []Sealed) error {
-	if len(chunks) == 0 {
+	return t.CommitFiles(ctx, []FileChunks{{Ino: ino, Chunks: chunks}})
+}
+
+// FileChunks are sealed chunks of one file, for CommitFiles.
+type FileChunks struct {
+	Ino    peerdrive.Ino
+	Chunks []Sealed
+}
+
+// CommitFiles is Commit for several files in one atomic batch: a run of
+// small files costs one store transaction, not one each. If any file fails,
+// none is committed.
+func (t *Tree) CommitFiles(ctx context.Context, files []FileChunks) error {
+	var need int64
+	n := 0
+	for _, f := range files {
+		n += len(f.Chunks)
+		for _, c := range f.Chunks {
+			need += int64(len(c.Sealed))
+		}
+	}
+	if n == 0 {
 		return nil
 	}
-	var need int64
-	for _, c := range chunks {
-		need += int64(len(c.Sealed))
-	}
 	return t.update(ctx, need, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-		if _, err := t.mod(touched, ino); err != nil {
-			return err
-		}
-		for _, c := range chunks {
-			if err := t.commitOne(tx, ino, c); err != nil {
+		for _, f := range files {
+			if len(f.Chunks) == 0 {
+				continue
+			}
+			if _, err := t.mod(touched, f.Ino); err != nil {
 				return err
+			}
+			for _, c := range f.Chunks {
+				if err := t.commitOne(tx, f.Ino, c); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -111,7 +133,10 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	mk := mapKey(ino, c.Idx)
 	var old peerdrive.ChunkRef
 	hadOld := true
-	if err := t.getRecord(tx, mk, &old); errors.Is(err, ErrNotFound) {
+	e := t.cache[ino]
+	if e != nil && e.noChunks {
+		hadOld = false
+	} else if err := t.getRecord(tx, mk, &old); errors.Is(err, ErrNotFound) {
 		hadOld = false
 	} else if err != nil {
 		return err
@@ -127,13 +152,13 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	}
 	id := c.ID
 	// Deduplicate by the keyed hash of the plaintext.
+	var info peerdrive.ChunkInfo // of the stored chunk, if dv is set
 	dv, err := tx.Get(idKey(tagDedup, c.Dedup))
 	switch {
 	case err == nil && len(dv) == 32:
 		copy(id[:], dv)
 		// The dedup index is not sealed: trust it only if the chunk's own
 		// sealed record carries the same dedup hash.
-		var info peerdrive.ChunkInfo
 		if ierr := t.getRecord(tx, idKey(tagInfo, id), &info); ierr != nil || info.Dedup != c.Dedup {
 			t.log.Warn("dedup index entry does not match its chunk; storing anew", "chunk", id.Short())
 			id, dv = c.ID, nil
@@ -147,14 +172,15 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 		return nil // same content again
 	}
 	if dv != nil {
-		if err := t.incRef(tx, id); err != nil {
+		info.Refs++
+		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
 			return err
 		}
 	} else {
 		if err := tx.PutChunk(id, c.Sealed); err != nil {
 			return err
 		}
-		info := peerdrive.ChunkInfo{Refs: 1, Dedup: c.Dedup, Len: c.Len, Sealed: uint32(len(c.Sealed))}
+		info = peerdrive.ChunkInfo{Refs: 1, Dedup: c.Dedup, Len: c.Len, Sealed: uint32(len(c.Sealed))}
 		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
 			return err
 		}
@@ -176,19 +202,13 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	if err := t.putRecord(tx, mk, &peerdrive.ChunkRef{ID: id, Len: c.Len}); err != nil {
 		return err
 	}
+	if e != nil {
+		e.noChunks = false // rollback restores it (mod saved e)
+	}
 	if hadOld {
 		return t.decRef(tx, old.ID)
 	}
 	return nil
-}
-
-func (t *Tree) incRef(tx *store.Txn, id peerdrive.ChunkID) error {
-	var info peerdrive.ChunkInfo
-	if err := t.getRecord(tx, idKey(tagInfo, id), &info); err != nil {
-		return fmt.Errorf("chunk %s info: %w", id.Short(), err)
-	}
-	info.Refs++
-	return t.putRecord(tx, idKey(tagInfo, id), &info)
 }
 
 func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {

@@ -69,12 +69,28 @@ func (t *Tree) isEmpty(tx *store.Txn, dir peerdrive.Ino) (bool, error) {
 func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in peerdrive.Inode, xattrs ...peerdrive.Xattr) (peerdrive.Ino, peerdrive.Inode, error) {
 	var ino peerdrive.Ino
 	err := t.update(ctx, 1024+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-		p, err := t.mod(touched, dir)
+		pe, err := t.load(dir)
 		if err != nil {
 			return err
 		}
-		if !isDir(p.Mode) {
+		if !isDir(pe.ino.Mode) {
 			return ErrNotDir
+		}
+		var p *peerdrive.Inode
+		if isDir(in.Mode) {
+			// The parent's link count changes: it is written with the entry.
+			if p, err = t.mod(touched, dir); err != nil {
+				return err
+			}
+		} else {
+			// Only the parent's times change: they are written by the next
+			// Flush or change of the parent, not by every create (after a
+			// crash, the directory's times may be older than its entries).
+			if t.snap != nil {
+				t.snap(dir)
+			}
+			p = &pe.ino
+			pe.dirty = true
 		}
 		var old peerdrive.Dirent
 		switch err := t.lookup(tx, dir, name, &old); {
@@ -92,7 +108,7 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 		}
 		p.Mtime, p.Ctime = now, now
 		ino = t.allocIno()
-		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0}
+		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0, noChunks: true}
 		touched[ino] = true
 		t.stats.Inodes++
 		if err := t.putXattrs(tx, ino, xattrs); err != nil {
@@ -141,7 +157,7 @@ func (t *Tree) MkTemp(ctx context.Context, dir peerdrive.Ino, in peerdrive.Inode
 		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
 		in.Nlink = 0
 		ino = t.allocIno()
-		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0}
+		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0, noChunks: true}
 		touched[ino] = true
 		t.stats.Inodes++
 		if err := t.putXattrs(tx, ino, xattrs); err != nil {

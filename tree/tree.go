@@ -76,6 +76,9 @@ type entry struct {
 	// one is set: the kernel asks for security.capability before every
 	// write, and for the default ACL of the directory on every create.
 	noXattrs bool
+	// noChunks is set on an inode made in this session until a chunk of it
+	// is committed: committing its first chunks needs no look for old ones.
+	noChunks bool
 }
 
 // Tree is an open file tree. It is safe for concurrent use.
