@@ -28,16 +28,24 @@ type fileState struct {
 	dirty      map[int64]*chunkBuf
 	sealing    map[int64]*chunkBuf
 	dirtySince time.Time
-	lastRead   int64 // chunk index of the last read, for read-ahead
-	aheadTo    int64 // chunks below this were read ahead
-	fetchTo    int64 // chunks below this were prefetched from the disk
-	err        error // a failed background commit, reported by the next flush
-	capChecked bool  // a write looked for security.capability (killPrivs)
+	lastRead   int64         // chunk index of the last read, for read-ahead
+	aheadTo    int64         // chunks below this were read ahead
+	fetchTo    int64         // chunks below this were prefetched from the disk
+	err        error         // a failed background commit, reported by the next flush
+	capChecked bool          // a write looked for security.capability (killPrivs)
+	urge       chan struct{} // FS.urge
 }
 
 // waitSealed waits, with st.mu held, until none of st's chunks is with the
 // sealers.
 func (st *fileState) waitSealed() {
+	if len(st.sealing) > 0 {
+		// A gatherer waiting for more small files commits its batch now.
+		select {
+		case st.urge <- struct{}{}:
+		default:
+		}
+	}
 	for len(st.sealing) > 0 {
 		st.cond.Wait()
 	}
@@ -60,7 +68,7 @@ func (f *FS) state(ino peerdrive.Ino) *fileState {
 	defer f.mu.Unlock()
 	st, ok := f.files[ino]
 	if !ok {
-		st = &fileState{ino: ino, dirty: map[int64]*chunkBuf{}, sealing: map[int64]*chunkBuf{}}
+		st = &fileState{ino: ino, dirty: map[int64]*chunkBuf{}, sealing: map[int64]*chunkBuf{}, urge: f.urge}
 		st.cond.L = &st.mu
 		f.files[ino] = st
 	}
@@ -315,7 +323,7 @@ func (f *FS) writeData(ctx context.Context, ino peerdrive.Ino, data []byte, off 
 	}
 	st.mu.Unlock()
 	for _, j := range full {
-		f.jobs <- j // blocks while the sealers are busy: back-pressure
+		f.queue(j)
 	}
 	if f.bufBytes.Load() > maxBufBytes {
 		if ferr := f.flushFile(context.WithoutCancel(ctx), st); err == nil {
@@ -325,18 +333,90 @@ func (f *FS) writeData(ctx context.Context, ino peerdrive.Ino, data []byte, off 
 	return int(pos - off), err
 }
 
-// sealer seals and commits full chunks in the background.
-func (f *FS) sealer() {
-	defer f.workers.Done()
-	for j := range f.jobs {
-		f.sealOne(j)
+// queue hands j to the sealers: a small file's data to the gatherer, which
+// commits a run of them in one transaction, anything larger to the sealers,
+// which work in parallel. It blocks while they are busy: back-pressure.
+func (f *FS) queue(j sealJob) {
+	if j.buf.n <= smallJob {
+		f.small <- j
+	} else {
+		f.jobs <- j
 	}
 }
 
-func (f *FS) sealOne(j sealJob) {
-	s := f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])
-	err := f.tree.Commit(context.Background(), j.st.ino, []tree.Sealed{s})
-	f.tree.Recycle(&s)
+const (
+	// smallJob is the most data a job of the gatherer holds; sealing it
+	// costs less than its transaction.
+	smallJob = 64 << 10
+	// gatherWait is how long the gatherer waits for more small files after
+	// the first. fsync and sync do not wait for it (urge).
+	gatherWait = 2 * time.Millisecond
+	// maxBatch bounds the files of one gatherer transaction.
+	maxBatch = 32
+)
+
+// sealer seals and commits chunks in the background, one at a time.
+func (f *FS) sealer() {
+	defer f.workers.Done()
+	for j := range f.jobs {
+		f.sealBatch([]sealJob{j})
+	}
+}
+
+// gatherer seals and commits small files' data in batches: the jobs that
+// come within gatherWait of the first go into one store transaction with
+// it, a commit per batch instead of one per file.
+func (f *FS) gatherer() {
+	defer f.workers.Done()
+	var batch []sealJob
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for j := range f.small {
+		batch = append(batch[:0], j)
+		timer.Reset(gatherWait)
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case j, ok := <-f.small:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, j)
+			case <-timer.C:
+				break gather
+			case <-f.urge:
+				break gather
+			}
+		}
+		timer.Stop()
+		f.sealBatch(batch)
+		clear(batch)
+	}
+}
+
+// sealBatch seals the jobs' data and commits it in one transaction, or
+// file by file if that fails.
+func (f *FS) sealBatch(batch []sealJob) {
+	ctx := context.Background()
+	files := make([]tree.FileChunks, len(batch))
+	for i, j := range batch {
+		files[i] = tree.FileChunks{Ino: j.st.ino, Chunks: []tree.Sealed{f.tree.Seal(j.idx, (*j.buf.data)[:j.buf.n])}}
+	}
+	errs := make([]error, len(batch))
+	if err := f.tree.CommitFiles(ctx, files); err != nil {
+		// Commit one by one, so that each file gets its own error.
+		for i := range files {
+			errs[i] = f.tree.CommitFiles(ctx, files[i:i+1])
+		}
+	}
+	for i, j := range batch {
+		f.tree.Recycle(&files[i].Chunks[0])
+		f.sealed(j, errs[i])
+	}
+}
+
+// sealed records the outcome of j's commit.
+func (f *FS) sealed(j sealJob, err error) {
 	if err != nil && f.purged(context.Background(), j.st.ino) {
 		err = nil // nobody can read the data
 	}
@@ -378,7 +458,7 @@ func (f *FS) handOff(st *fileState) error {
 	st.err = nil
 	st.mu.Unlock()
 	for _, j := range jobs {
-		f.jobs <- j // blocks while the sealers are busy: back-pressure
+		f.queue(j)
 	}
 	return err
 }

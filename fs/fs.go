@@ -58,6 +58,8 @@ type FS struct {
 	unlinked map[peerdrive.Ino]bool
 
 	jobs     chan sealJob
+	small    chan sealJob  // small files' data, for the gatherer
+	urge     chan struct{} // ends the gatherer's wait: someone waits for its batch
 	workers  sync.WaitGroup
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -83,6 +85,8 @@ func New(t *tree.Tree, db *store.DB, o Options) *FS {
 		files:    map[peerdrive.Ino]*fileState{},
 		unlinked: map[peerdrive.Ino]bool{},
 		jobs:     make(chan sealJob, n),
+		small:    make(chan sealJob, maxBatch),
+		urge:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		ahead:    make(chan struct{}, max(2, n)),
 		bufs:     sync.Pool{New: func() any { b := make([]byte, peerdrive.ChunkSize); return &b }},
@@ -91,6 +95,8 @@ func New(t *tree.Tree, db *store.DB, o Options) *FS {
 		f.workers.Add(1)
 		go f.sealer()
 	}
+	f.workers.Add(1)
+	go f.gatherer()
 	f.workers.Add(1)
 	go f.flusher()
 	return f
@@ -264,7 +270,7 @@ func (f *FS) Close(ctx context.Context) error {
 	f.aheadWG.Wait() // read-ahead uses the store, which closes after us
 	f.dropUnlinked()
 	err := f.FlushAll(ctx)
-	f.stopOnce.Do(func() { close(f.stop); close(f.jobs) })
+	f.stopOnce.Do(func() { close(f.stop); close(f.jobs); close(f.small) })
 	f.workers.Wait()
 	// The kernel is gone: it may not have sent the last releases and
 	// forgets. Forget open files and purge what was unlinked.
