@@ -3,12 +3,14 @@ package replica
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
 )
 
 // intoNet is a memNet that reads shards into the caller's array, as
@@ -73,4 +75,83 @@ func TestFetchInPlace(t *testing.T) {
 	net.mu.Unlock()
 	forget()
 	check("one peer down, one lying")
+}
+
+// FetchVerified gives back the chunks' bytes; when a chunk's location record
+// points at another chunk of its segment (the segment's chunk list says
+// otherwise), it hashes what it found and refuses it instead of returning
+// the other chunk's bytes, as plain Fetch would.
+func TestFetchVerified(t *testing.T) {
+	net := newMemNet(6)
+	db, r := newTestReplica(t, net, 1<<20)
+	chunks := putChunks(t, db, r, 12, 100<<10) // packed several to a segment
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Sync(ctx, nil); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	forget := func() {
+		r.mu.Lock()
+		r.opts.CacheBytes = 1
+		r.evictLocked()
+		r.mu.Unlock()
+		r.fetchMu.Lock()
+		r.recent = nil
+		r.fetchMu.Unlock()
+	}
+	forget()
+	for id, want := range chunks {
+		got, err := r.FetchVerified(ctx, id)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("FetchVerified %s: %v (equal %v)", id.Short(), err, bytes.Equal(got, want))
+		}
+	}
+	// Two chunks of one segment; a's location record gets b's place.
+	locs := map[peerdrive.ChunkID]Location{}
+	err := db.View(func(tx *store.Txn) error {
+		for id := range chunks {
+			v, err := tx.Get(idKey(tagLocation, id))
+			if err != nil {
+				return err
+			}
+			var l Location
+			if err := peerdrive.Unmarshal(v, &l); err != nil {
+				return err
+			}
+			locs[id] = l
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b peerdrive.ChunkID
+	for x, lx := range locs {
+		for y, ly := range locs {
+			if x != y && lx.Seg == ly.Seg {
+				a, b = x, y
+			}
+		}
+	}
+	if a == b {
+		t.Fatal("no two chunks share a segment")
+	}
+	v, err := peerdrive.Marshal(locs[b])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(0, func(tx *store.Txn) error { return tx.Set(idKey(tagLocation, a), v) }); err != nil {
+		t.Fatal(err)
+	}
+	forget()
+	if got, err := r.Fetch(ctx, a); err != nil || !bytes.Equal(got, chunks[b]) {
+		t.Fatalf("Fetch of the misplaced chunk: %v; want b's bytes (the test's premise)", err)
+	}
+	forget()
+	if got, err := r.FetchVerified(ctx, a); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("FetchVerified of the misplaced chunk: %d bytes, %v; want ErrCorrupt", len(got), err)
+	}
+	if got, err := r.FetchVerified(ctx, b); err != nil || !bytes.Equal(got, chunks[b]) {
+		t.Fatalf("FetchVerified of the other chunk: %v", err)
+	}
 }

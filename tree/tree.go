@@ -129,6 +129,13 @@ type Remote interface {
 	Fetch(ctx context.Context, id peerdrive.ChunkID) ([]byte, error)
 }
 
+// verifyingRemote is a Remote that can vouch for what it fetches: the bytes
+// FetchVerified returns are chunk id's, checked against hashes in the
+// drive's own records, and the tree does not hash them again.
+type verifyingRemote interface {
+	FetchVerified(ctx context.Context, id peerdrive.ChunkID) ([]byte, error)
+}
+
 // ErrUnavailable reports a chunk that is neither in the local store nor
 // reachable on peers.
 var ErrUnavailable = errors.New("chunk unavailable")
