@@ -31,6 +31,18 @@ func (n *intoNet) GetShardInto(ctx context.Context, p peer.ID, id peerdrive.Shar
 	return append(buf[:0], b...), nil
 }
 
+// forgetFetched empties r's cache and its last fetched segment, so that the
+// next Fetch goes to the peers.
+func forgetFetched(r *Replica) {
+	r.mu.Lock()
+	r.opts.CacheBytes = 1
+	r.evictLocked()
+	r.mu.Unlock()
+	r.fetchMu.Lock()
+	r.recent = nil
+	r.fetchMu.Unlock()
+}
+
 // Segments rebuilt from shards read in place (every data shard there, or
 // some rebuilt from parity) give back the chunks' bytes.
 func TestFetchInPlace(t *testing.T) {
@@ -42,15 +54,7 @@ func TestFetchInPlace(t *testing.T) {
 	if err := r.Sync(ctx, nil); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	forget := func() {
-		r.mu.Lock()
-		r.opts.CacheBytes = 1
-		r.evictLocked()
-		r.mu.Unlock()
-		r.fetchMu.Lock()
-		r.recent = nil
-		r.fetchMu.Unlock()
-	}
+	forget := func() { forgetFetched(r) }
 	check := func(what string) {
 		t.Helper()
 		for id, want := range chunks {
@@ -90,15 +94,7 @@ func TestFetchVerified(t *testing.T) {
 	if err := r.Sync(ctx, nil); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	forget := func() {
-		r.mu.Lock()
-		r.opts.CacheBytes = 1
-		r.evictLocked()
-		r.mu.Unlock()
-		r.fetchMu.Lock()
-		r.recent = nil
-		r.fetchMu.Unlock()
-	}
+	forget := func() { forgetFetched(r) }
 	forget()
 	for id, want := range chunks {
 		got, err := r.FetchVerified(ctx, id)
