@@ -703,12 +703,10 @@ func (f *FS) checkQuota(n int64) error {
 // may execute; the first write through a file's state drops a
 // security.capability, as the VFS does for any writer.
 func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
-	if c := ctx.Done(); c != nil {
-		if _, ok := f.kills.Load(c); ok {
-			in, err := f.tree.Inode(ctx, ino)
-			if err == nil && in.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
-				f.killSuidSgidOf(ino)
-			}
+	if f.req(ctx).kill {
+		in, err := f.tree.Inode(ctx, ino)
+		if err == nil && in.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+			f.killSuidSgidOf(ino)
 		}
 	}
 	st := f.existing(ino)

@@ -48,8 +48,9 @@ type FS struct {
 	opts Options
 	log  *slog.Logger
 
-	umasks sync.Map // of requests in flight that make nodes: see umaskFS
-	kills  sync.Map // of writes in flight that clear set-ID bits: see killPrivs
+	// What the node API does not carry of a request in flight (reqInfo),
+	// by its cancel channel: see umaskFS.
+	reqs sync.Map
 
 	mu    sync.Mutex
 	files map[peerdrive.Ino]*fileState
@@ -193,11 +194,12 @@ func setReadAhead(dir string, kb int) error {
 	return nil
 }
 
-// umaskFS hands the umask of the requests that make nodes to the nodes:
-// with CAP_DONT_MASK the kernel leaves it to the filesystem (which applies
-// it unless the directory has a default ACL), and go-fuse's node API does
-// not carry it. It is found by the request's cancel channel, which is the
-// Done channel of the context the node gets.
+// umaskFS hands the nodes what go-fuse's node API leaves out of a request:
+// the umask of the requests that make nodes (with CAP_DONT_MASK the kernel
+// leaves it to the filesystem, which applies it unless the directory has a
+// default ACL) and a write's flag to clear set-ID bits (killPrivs). They are
+// found by the request's cancel channel, which is the Done channel of the
+// context the node gets.
 type umaskFS struct {
 	fuse.RawFileSystem
 	fsys *FS
@@ -219,8 +221,7 @@ func (f *FS) withKill(c <-chan struct{}, in *fuse.WriteIn) func() {
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
 		return func() {}
 	}
-	f.kills.Store(c, true)
-	return func() { f.kills.Delete(c) }
+	return f.withReq(c, reqInfo{kill: true})
 }
 
 func (u *umaskFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -243,23 +244,36 @@ func (u *umaskFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, o
 	return u.RawFileSystem.Mknod(cancel, in, name, out)
 }
 
-// withUmask records the umask of the request whose cancel channel is c,
-// until the returned function is called.
-func (f *FS) withUmask(c <-chan struct{}, umask uint32) func() {
-	f.umasks.Store(c, umask)
-	return func() { f.umasks.Delete(c) }
+// reqInfo is what umaskFS notes of a request.
+type reqInfo struct {
+	umask uint32 // of a request that makes a node
+	kill  bool   // a write that must clear set-ID bits
 }
 
-// umask returns the umask of the request of ctx. Without one (a request
-// that did not come through umaskFS), the kernel applied it already.
-func (f *FS) umask(ctx context.Context) uint32 {
+// withReq records r for the request whose cancel channel is c, until the
+// returned function is called.
+func (f *FS) withReq(c <-chan struct{}, r reqInfo) func() {
+	f.reqs.Store(c, r)
+	return func() { f.reqs.Delete(c) }
+}
+
+func (f *FS) withUmask(c <-chan struct{}, umask uint32) func() {
+	return f.withReq(c, reqInfo{umask: umask})
+}
+
+// req returns what umaskFS noted of the request of ctx: nothing for a
+// request that did not come through it (the kernel applied the umask).
+func (f *FS) req(ctx context.Context) reqInfo {
 	if c := ctx.Done(); c != nil {
-		if v, ok := f.umasks.Load(c); ok {
-			return v.(uint32)
+		if v, ok := f.reqs.Load(c); ok {
+			return v.(reqInfo)
 		}
 	}
-	return 0
+	return reqInfo{}
 }
+
+// umask returns the umask of the request of ctx.
+func (f *FS) umask(ctx context.Context) uint32 { return f.req(ctx).umask }
 
 // Close seals every dirty buffer, writes all metadata durably and stops the
 // background work. Call it after the FUSE server has stopped.
