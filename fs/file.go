@@ -28,10 +28,12 @@ type fileState struct {
 	dirty      map[int64]*chunkBuf
 	sealing    map[int64]*chunkBuf
 	dirtySince time.Time
-	lastRead   int64         // chunk index of the last read, for read-ahead
-	aheadTo    int64         // chunks below this were read ahead
-	fetchTo    int64         // chunks below this were prefetched from the disk
-	err        error         // a failed background commit, reported by the next flush
+	lastRead   int64 // chunk index of the last read, for read-ahead
+	aheadTo    int64 // chunks below this were read ahead
+	fetchTo    int64 // chunks below this were prefetched from the disk
+	// err is a failed background commit, logged by the next release; its
+	// data stays dirty, and the next fsync or flusher pass retries it.
+	err        error
 	capChecked bool          // a write looked for security.capability (killPrivs)
 	urge       chan struct{} // FS.urge
 }
@@ -424,7 +426,7 @@ func (f *FS) sealed(j sealJob, err error) {
 	st.mu.Lock()
 	delete(st.sealing, j.idx)
 	if err != nil {
-		// Keep the data: the next flush tries again and reports the error.
+		// Keep the data: the next commit (fsync, the flusher) tries again.
 		if _, newer := st.dirty[j.idx]; !newer {
 			st.dirty[j.idx] = j.buf
 			j.buf = nil
