@@ -34,22 +34,26 @@ type fileState struct {
 	// err is a failed background commit, logged by the next release; its
 	// data stays dirty, and the next fsync or flusher pass retries it.
 	err        error
-	capChecked bool          // a write looked for security.capability (killPrivs)
-	urge       chan struct{} // FS.urge
+	capChecked bool // a write looked for security.capability (killPrivs)
 }
 
 // waitSealed waits, with st.mu held, until none of st's chunks is with the
 // sealers.
-func (st *fileState) waitSealed() {
+func (f *FS) waitSealed(st *fileState) {
 	if len(st.sealing) > 0 {
-		// A gatherer waiting for more small files commits its batch now.
-		select {
-		case st.urge <- struct{}{}:
-		default:
-		}
+		f.urgeGatherer()
 	}
 	for len(st.sealing) > 0 {
 		st.cond.Wait()
+	}
+}
+
+// urgeGatherer makes a gatherer waiting for more small files commit its
+// batch now: someone waits for it.
+func (f *FS) urgeGatherer() {
+	select {
+	case f.urge <- struct{}{}:
+	default:
 	}
 }
 
@@ -70,7 +74,7 @@ func (f *FS) state(ino peerdrive.Ino) *fileState {
 	defer f.mu.Unlock()
 	st, ok := f.files[ino]
 	if !ok {
-		st = &fileState{ino: ino, dirty: map[int64]*chunkBuf{}, sealing: map[int64]*chunkBuf{}, urge: f.urge}
+		st = &fileState{ino: ino, dirty: map[int64]*chunkBuf{}, sealing: map[int64]*chunkBuf{}}
 		st.cond.L = &st.mu
 		f.files[ino] = st
 	}
@@ -207,6 +211,7 @@ func (f *FS) bufFor(ctx context.Context, st *fileState, idx int64, off, n int) (
 		if _, ok := st.sealing[idx]; !ok {
 			break
 		}
+		f.urgeGatherer()
 		st.cond.Wait() // one version of a chunk is sealed at a time
 	}
 	b := f.newBuf()
@@ -471,10 +476,10 @@ func (f *FS) handOff(st *fileState) error {
 // next tree Flush or Sync).
 func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	st.mu.Lock()
-	st.waitSealed()
+	f.waitSealed(st)
 	// A background commit that failed kept its data in st.dirty (or newer
-	// data replaced it): committing st.dirty now decides. Its error was
-	// offered to the next close; once the data is in, it is moot.
+	// data replaced it): committing st.dirty now decides. Once the data is
+	// in, the earlier error is moot.
 	st.err = nil
 	var sealed []tree.Sealed
 	for idx, b := range st.dirty {
@@ -642,7 +647,7 @@ func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peer
 	defer f.forgetIfIdle(st)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.waitSealed()
+	f.waitSealed(st)
 	last := int64(size / chunkSize) // the chunk the new end falls in
 	cut := int(size - uint64(last)*chunkSize)
 	for idx, b := range st.dirty {

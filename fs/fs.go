@@ -314,7 +314,7 @@ func (f *FS) Close(ctx context.Context) error {
 func (f *FS) dropUnlinked() {
 	for _, st := range f.fileStates(true) {
 		st.mu.Lock()
-		st.waitSealed()
+		f.waitSealed(st)
 		for idx, b := range st.dirty {
 			delete(st.dirty, idx)
 			f.freeBuf(b)
@@ -328,7 +328,7 @@ func (f *FS) dropUnlinked() {
 func (f *FS) settle() {
 	for _, st := range f.fileStates(false) {
 		st.mu.Lock()
-		st.waitSealed()
+		f.waitSealed(st)
 		st.mu.Unlock()
 	}
 }

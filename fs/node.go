@@ -162,6 +162,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			return n.errno("truncate", err)
 		}
 	}
+	_, uidSet := sa.GetUID()
+	_, gidSet := sa.GetGID()
+	chown := uidSet || gidSet
 	set := func(in *peerdrive.Inode) error {
 		changed := false
 		if m, ok := sa.GetMode(); ok {
@@ -190,10 +193,6 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 		// HANDLE_KILLPRIV_V2 (see killPrivs): a truncate by a caller
 		// without CAP_FSETID, and any chown of a non-directory, clear
 		// set-user-ID and set-group-ID, unless the request sets the mode.
-		_, chown := sa.GetUID()
-		if _, g := sa.GetGID(); g {
-			chown = true
-		}
 		if _, chmod := sa.GetMode(); !chmod && (sa.Valid&fuse.FATTR_KILL_SUIDGID != 0 || chown && in.Mode&syscall.S_IFMT != syscall.S_IFDIR) {
 			killSuidSgid(in)
 		}
@@ -223,7 +222,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 	if err != nil {
 		return n.errno("setattr", err)
 	}
-	if _, chown := sa.GetUID(); chown || sa.Valid&(fuse.FATTR_SIZE|fuse.FATTR_GID) != 0 {
+	if chown || sa.Valid&fuse.FATTR_SIZE != 0 {
 		n.fsys.dropCapability(ctx, ino)
 	}
 	fillAttr(ino, &in, &out.Attr)
@@ -504,8 +503,8 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 }
 
 // Flush answers ENOSYS, and the kernel stops sending FLUSH on close(2):
-// a close then costs no round trip to the daemon (creating small files
-// takes 7 requests each, not 8). The work of a close is done at RELEASE,
+// a close then costs no round trip to the daemon (creating a small file
+// takes 6 requests, not 7). The work of a close is done at RELEASE,
 // which the kernel sends without waiting when the last descriptor of an
 // open file goes (release hands the file's last chunk to the sealers). As
 // on ext4, close(2) does not report an error of a commit in the
