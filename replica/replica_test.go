@@ -114,11 +114,17 @@ func putChunks(t *testing.T, db *store.DB, r *Replica, n, size int) map[peerdriv
 
 func newTestReplica(t *testing.T, net Network, cache int64) (*store.DB, *Replica) {
 	t.Helper()
+	return newTestReplicaWith(t, net, Options{Params: segment.Params{K: 4, M: 2}, CacheBytes: cache, PackDelay: 50 * time.Millisecond})
+}
+
+// newTestReplicaWith starts a replica with options o on a fresh store.
+func newTestReplicaWith(t *testing.T, net Network, o Options) (*store.DB, *Replica) {
+	t.Helper()
 	db, err := store.Open(t.TempDir(), store.Options{Reserve: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(db, net, Options{Params: segment.Params{K: 4, M: 2}, CacheBytes: cache, PackDelay: 50 * time.Millisecond})
+	r, err := New(db, net, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,17 +245,8 @@ func TestUploadsYieldToWriter(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			net := newMemNet(6)
-			db, err := store.Open(t.TempDir(), store.Options{Reserve: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := New(db, net, Options{Params: segment.Params{K: 4, M: 2}, PackDelay: 20 * time.Millisecond,
+			db, r := newTestReplicaWith(t, net, Options{Params: segment.Params{K: 4, M: 2}, PackDelay: 20 * time.Millisecond,
 				YieldGap: 2 * time.Second, YieldBytes: c.yieldBytes}) // far above a put, even on a loaded machine
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Start()
-			t.Cleanup(func() { r.Close(); db.Close() })
 			// 20 chunks of 64 KiB, one every 50 ms: a segment's worth
 			// (1 MiB) waits after 16 of them.
 			for range 20 {
