@@ -231,7 +231,7 @@ func (s *Shards) Get(ctx context.Context, id peerdrive.ShardID) ([]byte, error) 
 	var v []byte
 	err := s.db.View(func(t *Txn) error {
 		var err error
-		v, err = t.GetBlob(shardKey(id))
+		v, err = t.getBlob(shardKey(id), true)
 		return err
 	})
 	if err != nil {

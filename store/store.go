@@ -423,7 +423,11 @@ func (t *Txn) DeleteBlob(key []byte) error {
 }
 
 // GetBlob returns what PutBlob stored under key, or ErrNotFound.
-func (t *Txn) GetBlob(key []byte) ([]byte, error) {
+func (t *Txn) GetBlob(key []byte) ([]byte, error) { return t.getBlob(key, false) }
+
+// getBlob is GetBlob; exact reads no more than the blob from the disk (see
+// packs.readExact), for blobs read in no particular order.
+func (t *Txn) getBlob(key []byte, exact bool) ([]byte, error) {
 	v, err := t.Get(key)
 	if err != nil {
 		return nil, err
@@ -431,6 +435,9 @@ func (t *Txn) GetBlob(key []byte) ([]byte, error) {
 	loc, err := decodeLoc(v)
 	if err != nil {
 		return nil, err
+	}
+	if exact {
+		return t.db.packs.readExact(loc)
 	}
 	return t.db.packs.read(loc)
 }

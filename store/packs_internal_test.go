@@ -1,0 +1,87 @@
+package store
+
+import (
+	"bytes"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestReadExactReadsNoMore checks that readExact brings into the page cache
+// the bytes it returns and not the ones after them (on a storage node, other
+// segments' shards), while both reads return the stored bytes.
+func TestReadExactReadsNoMore(t *testing.T) {
+	p, err := openPacks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	const size = 1 << 20
+	var locs []chunkLoc
+	var want [][]byte
+	for i := range 8 {
+		b := bytes.Repeat([]byte{byte('a' + i)}, size)
+		loc, err := p.append(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		locs, want = append(locs, loc), append(want, b)
+	}
+	if err := p.sync(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p.path(locs[0].pack))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Clean pages (synced above) leave the page cache on this advice.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, len(locs)*size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	resident := func(loc chunkLoc) int {
+		pg := os.Getpagesize()
+		vec := make([]byte, (int(loc.len)+pg-1)/pg)
+		r := m[loc.off : loc.off+uint64(loc.len)]
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r[0])), uintptr(len(r)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal(e)
+		}
+		n := 0
+		for _, v := range vec {
+			n += int(v & 1)
+		}
+		return n
+	}
+	if n := resident(locs[1]); n != 0 {
+		t.Skipf("page cache not dropped (%d pages of blob 1 resident): cannot tell", n)
+	}
+	// The first half in order: reads that look sequential, which the
+	// kernel's read-ahead would follow into the second half.
+	for i := range len(locs) / 2 {
+		b, err := p.readExact(locs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, want[i]) {
+			t.Fatalf("blob %d: wrong bytes", i)
+		}
+	}
+	for i := len(locs) / 2; i < len(locs); i++ {
+		if n := resident(locs[i]); n != 0 {
+			t.Fatalf("%d pages of blob %d were read too", n, i)
+		}
+	}
+	for i := range locs {
+		b, err := p.read(locs[i])
+		if err != nil || !bytes.Equal(b, want[i]) {
+			t.Fatalf("read blob %d: %v, equal %v", i, err, bytes.Equal(b, want[i]))
+		}
+	}
+}
