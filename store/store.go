@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,6 +57,8 @@ type DB struct {
 	spaceMu    sync.Mutex // free-space estimate for CheckSpace
 	spaceAt    time.Time
 	spaceAvail int64
+
+	stage staging // staged writes (stage.go)
 
 	smu             sync.Mutex // SyncShared
 	scond           *sync.Cond
@@ -133,7 +136,7 @@ func Open(dir string, o Options) (*DB, error) {
 func (db *DB) Close() error {
 	close(db.stop)
 	db.wg.Wait()
-	err := errors.Join(db.packs.sync(), db.bdb.Close(), db.packs.close())
+	err := errors.Join(db.commitStaged(), db.packs.sync(), db.bdb.Close(), db.packs.close())
 	db.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", db.dir, err)
@@ -144,6 +147,9 @@ func (db *DB) Close() error {
 // Sync makes every write so far durable on disk: the packs first, so that
 // no durable record points at bytes that are not.
 func (db *DB) Sync() error {
+	if err := db.commitStaged(); err != nil {
+		return err
+	}
 	if err := db.packs.sync(); err != nil {
 		return err
 	}
@@ -265,11 +271,19 @@ type Txn struct {
 	t       *badger.Txn
 	db      *DB
 	punches []chunkLoc // chunk bytes to free once the transaction commits
+
+	view    *stagedSet        // staged writes this transaction sees (View, Stage)
+	capture map[string]staged // a Stage's own writes
 }
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Txn) error) error {
-	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t: t, db: db}) })
+	return db.bdb.View(func(t *badger.Txn) error {
+		// Staged writes are read after the transaction's snapshot is
+		// taken: one committed since is then in the snapshot, or still
+		// staged (they leave the stage only after their commit).
+		return fn(&Txn{t: t, db: db, view: db.stage.set.Load()})
+	})
 }
 
 // Update runs fn in a read-write transaction and commits it atomically.
@@ -279,11 +293,7 @@ func (db *DB) View(fn func(*Txn) error) error {
 // renames) may dip into half of the reserve, so that a full drive can still
 // be cleaned up.
 func (db *DB) Update(need int64, fn func(*Txn) error) error {
-	if need > 0 {
-		if err := db.CheckSpace(need); err != nil {
-			return err
-		}
-	} else if err := db.checkFloor(); err != nil {
+	if err := db.checkNeed(need); err != nil {
 		return err
 	}
 	tx := &Txn{db: db}
@@ -300,8 +310,23 @@ func (db *DB) Update(need int64, fn func(*Txn) error) error {
 	return err
 }
 
+// checkNeed refuses a transaction that adds need bytes if the disk is too
+// full for them (see Update).
+func (db *DB) checkNeed(need int64) error {
+	if need > 0 {
+		return db.CheckSpace(need)
+	}
+	return db.checkFloor()
+}
+
 // Get returns a copy of the value under key, or ErrNotFound.
 func (t *Txn) Get(key []byte) ([]byte, error) {
+	if v, del, ok := t.stagedGet(key); ok {
+		if del {
+			return nil, ErrNotFound
+		}
+		return slices.Clone(v), nil
+	}
 	it, err := t.t.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound
@@ -318,6 +343,9 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 
 // Has reports whether key exists.
 func (t *Txn) Has(key []byte) (bool, error) {
+	if _, del, ok := t.stagedGet(key); ok {
+		return !del, nil
+	}
 	_, err := t.t.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
@@ -334,11 +362,23 @@ func wrapRead(key []byte, err error) error {
 	return fmt.Errorf("read key %x: %w: %v", key[:min(len(key), 9)], ErrCorrupt, err)
 }
 
-// Set stores value under key.
-func (t *Txn) Set(key, value []byte) error { return t.t.Set(key, value) }
+// Set stores value under key. The caller must not change value after.
+func (t *Txn) Set(key, value []byte) error {
+	if t.capture != nil {
+		t.capture[string(key)] = staged{v: value}
+		return nil
+	}
+	return t.t.Set(key, value)
+}
 
 // Delete removes key.
-func (t *Txn) Delete(key []byte) error { return t.t.Delete(key) }
+func (t *Txn) Delete(key []byte) error {
+	if t.capture != nil {
+		t.capture[string(key)] = staged{del: true}
+		return nil
+	}
+	return t.t.Delete(key)
+}
 
 // Iterate calls fn for every key with the given prefix, in key order, from
 // start (inclusive; nil means the prefix) on, until fn returns false or an
@@ -351,6 +391,9 @@ func (t *Txn) Iterate(prefix, start []byte, values bool, fn func(key, value []by
 	defer it.Close()
 	if start == nil {
 		start = prefix
+	}
+	if extra := t.stagedRange(prefix, start); extra != nil {
+		return t.iterateMerged(it, prefix, start, extra, values, fn)
 	}
 	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
@@ -372,6 +415,7 @@ func (t *Txn) Iterate(prefix, start []byte, values bool, fn func(key, value []by
 
 // IterateSizes calls fn with every key with the given prefix and the size
 // of its value, without reading values. key is only valid during the call.
+// It does not see staged writes: it is for blobs, which are never staged.
 func (t *Txn) IterateSizes(prefix []byte, fn func(key []byte, size int64) (bool, error)) error {
 	o := badger.DefaultIteratorOptions
 	o.Prefix = prefix
@@ -399,6 +443,9 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 // at once, their location into the transaction. If the transaction does not
 // commit, the bytes are left unreferenced.
 func (t *Txn) PutBlob(key, data []byte) error {
+	if t.capture != nil {
+		return ErrNotStageable
+	}
 	loc, err := t.db.packs.append(data)
 	if err != nil {
 		return err
@@ -409,6 +456,9 @@ func (t *Txn) PutBlob(key, data []byte) error {
 // DeleteBlob removes what PutBlob stored; the bytes are freed once the
 // transaction commits.
 func (t *Txn) DeleteBlob(key []byte) error {
+	if t.capture != nil {
+		return ErrNotStageable
+	}
 	v, err := t.Get(key)
 	if errors.Is(err, ErrNotFound) {
 		return nil
