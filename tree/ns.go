@@ -68,7 +68,14 @@ func (t *Tree) isEmpty(tx *store.Txn, dir peerdrive.Ino) (bool, error) {
 // times. For a directory it also counts the new ".." link in dir.
 func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in peerdrive.Inode, xattrs ...peerdrive.Xattr) (peerdrive.Ino, peerdrive.Inode, error) {
 	var ino peerdrive.Ino
-	err := t.update(ctx, 1024+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+	// A new file's records are staged: they go to the store with the next
+	// commit, which for a file written at once is its data's. A directory
+	// commits at once (its parent's link count changes with it).
+	write := t.update
+	if !isDir(in.Mode) && t.db.Staged() < maxStaged {
+		write = t.stageUpdate
+	}
+	err := write(ctx, 1024+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		pe, err := t.load(dir)
 		if err != nil {
 			return err

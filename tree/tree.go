@@ -98,6 +98,8 @@ type Tree struct {
 	// Chunk events of the running transaction, told to remote after commit.
 	queued  []chunkEvent // chunks stored by the transaction (id, sealed size)
 	dropped []chunkEvent
+	// staging: a commit of staged writes is due (stageUpdate).
+	staging bool
 }
 
 type chunkEvent struct {
@@ -377,7 +379,54 @@ func (t *Tree) writeInode(tx *store.Txn, ino peerdrive.Ino) error {
 
 // update runs fn under the write lock in one store transaction; need is the
 // number of bytes it adds. Inodes that fn marks in touched are written too.
+// The transaction commits the store's staged writes (stageUpdate's) first.
 func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, touched map[peerdrive.Ino]bool) error) error {
+	return t.write(ctx, need, false, fn)
+}
+
+// stageUpdate is update with the transaction's writes staged
+// (store.DB.Stage) instead of committed: later reads see them, and the next
+// update commits them, or commitStaged at most stageDelay later, or Sync.
+// Creating a file this way costs no commit on the creator's path.
+func (t *Tree) stageUpdate(ctx context.Context, need int64, fn func(tx *store.Txn, touched map[peerdrive.Ino]bool) error) error {
+	return t.write(ctx, need, true, fn)
+}
+
+const (
+	// stageDelay bounds how long a staged write waits for the next update
+	// (the gatherer commits new files' data within milliseconds).
+	stageDelay = 5 * time.Millisecond
+	// maxStaged is how many keys may wait staged; past it, creates commit
+	// (with what is staged) as other updates do.
+	maxStaged = 256
+)
+
+// commitStaged commits the staged writes, if any are left.
+func (t *Tree) commitStaged() {
+	t.mu.Lock()
+	t.staging = false
+	t.mu.Unlock()
+	if t.db.Staged() == 0 {
+		return
+	}
+	err := t.update(context.Background(), 0, func(*store.Txn, map[peerdrive.Ino]bool) error { return nil })
+	if err != nil {
+		t.log.Warn("staged metadata not committed; retrying", "err", err)
+		t.mu.Lock()
+		t.armStaging(100 * time.Millisecond)
+		t.mu.Unlock()
+	}
+}
+
+// armStaging makes sure a commitStaged runs within d. t.mu is held.
+func (t *Tree) armStaging(d time.Duration) {
+	if !t.staging {
+		t.staging = true
+		time.AfterFunc(d, t.commitStaged)
+	}
+}
+
+func (t *Tree) write(ctx context.Context, need int64, stage bool, fn func(tx *store.Txn, touched map[peerdrive.Ino]bool) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -397,7 +446,11 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 	stats, next, limit := t.stats, t.next, t.limit
 	t.queued, t.dropped = t.queued[:0], t.dropped[:0]
 	defer t.notifyRemote()
-	err := t.db.Update(need, func(tx *store.Txn) error {
+	commit := t.db.UpdateStaged
+	if stage {
+		commit = t.db.Stage
+	}
+	err := commit(need, func(tx *store.Txn) error {
 		t.snap = snapshot
 		defer func() { t.snap = nil }()
 		if err := fn(tx, touched); err != nil {
@@ -441,6 +494,8 @@ func (t *Tree) update(ctx context.Context, need int64, fn func(tx *store.Txn, to
 		}
 		t.stats, t.next, t.limit = stats, next, limit
 		t.queued, t.dropped = t.queued[:0], t.dropped[:0]
+	} else if stage {
+		t.armStaging(stageDelay)
 	}
 	return err
 }

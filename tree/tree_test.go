@@ -2,8 +2,12 @@ package tree
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/store"
@@ -102,5 +106,94 @@ func TestCommitFilesAllOrNothing(t *testing.T) {
 	}
 	if st := tr.Stats(); st.Chunks != 2 {
 		t.Errorf("%d chunks counted, want 2", st.Chunks)
+	}
+}
+
+// TestStagedCreates: a file's create is staged (no commit of its own),
+// seen at once by lookups, listings and a second create of the name, and
+// committed by the next change or by Sync; a directory commits at once.
+func TestStagedCreates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tr, db := openTestTree(t, dir)
+	root := peerdrive.RootIno
+	f, _, err := tr.Mknode(ctx, root, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Staged() == 0 {
+		t.Fatal("a file's create was committed, not staged")
+	}
+	if d, err := tr.Lookup(ctx, root, "f"); err != nil || d.Ino != f {
+		t.Fatalf("lookup of a staged file: %v, %v", d, err)
+	}
+	if _, _, err := tr.Mknode(ctx, root, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644}); !errors.Is(err, ErrExist) {
+		t.Fatalf("second create of a staged name: %v", err)
+	}
+	g, _, err := tr.Mknode(ctx, root, "g", peerdrive.Inode{Mode: syscall.S_IFLNK | 0o777, Target: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func() string {
+		ents, err := tr.ReadDir(ctx, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, e := range ents {
+			s = append(s, e.Name)
+		}
+		slices.Sort(s)
+		return strings.Join(s, " ")
+	}
+	if got := names(); got != "f g" {
+		t.Fatalf("listing with staged creates: %q", got)
+	}
+	// A directory commits, and with it everything staged before.
+	if _, _, err := tr.Mknode(ctx, root, "d", peerdrive.Inode{Mode: syscall.S_IFDIR | 0o755}); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Staged(); n != 0 {
+		t.Fatalf("%d keys still staged after a directory's create", n)
+	}
+	// Unlink of a staged file: its create and its removal land in order.
+	if _, _, err := tr.Mknode(ctx, root, "h", peerdrive.Inode{Mode: syscall.S_IFREG | 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.Unlink(ctx, root, "h"); err != nil {
+		t.Fatalf("unlink of a staged file: %v", err)
+	}
+	if _, _, err := tr.Mknode(ctx, root, "i", peerdrive.Inode{Mode: syscall.S_IFREG | 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Staged(); n != 0 {
+		t.Fatalf("%d keys still staged after Sync", n)
+	}
+	// The timer commits what no change does.
+	if _, _, err := tr.Mknode(ctx, root, "j", peerdrive.Inode{Mode: syscall.S_IFREG | 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for db.Staged() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a staged create was not committed by the timer")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr, db = openTestTree(t, dir)
+	defer db.Close()
+	if got := names(); got != "d f g i j" {
+		t.Fatalf("listing after reopen: %q", got)
+	}
+	for name, ino := range map[string]peerdrive.Ino{"f": f, "g": g} {
+		if d, err := tr.Lookup(ctx, root, name); err != nil || d.Ino != ino {
+			t.Fatalf("%s after reopen: %v, %v", name, d, err)
+		}
 	}
 }
