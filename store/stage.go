@@ -30,8 +30,9 @@ var ErrNotStageable = errors.New("blob writes cannot be staged")
 
 // staging holds a DB's staged writes.
 type staging struct {
-	mu  sync.Mutex                // serializes Stage, UpdateStaged and commits of staged writes
-	set atomic.Pointer[stagedSet] // nil or non-empty; never changed once stored
+	mu     sync.Mutex                // serializes Stage, UpdateStaged and commits of staged writes
+	set    atomic.Pointer[stagedSet] // nil or non-empty; never changed once stored
+	commit sync.RWMutex              // held for writing by a commit of staged writes and the set's clearing; see View
 }
 
 // stagedSet is an immutable set of staged writes.
@@ -94,27 +95,29 @@ func (db *DB) UpdateStaged(need int64, fn func(*Txn) error) error {
 	if set == nil {
 		return db.Update(need, fn)
 	}
-	err := db.Update(need, func(tx *Txn) error {
-		for k, s := range set.m {
-			var err error
-			if s.del {
-				err = tx.t.Delete([]byte(k))
-			} else {
-				err = tx.t.Set([]byte(k), s.v)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if fn == nil {
-			return nil
-		}
-		return fn(tx)
-	})
-	if err == nil {
-		db.stage.set.Store(nil)
+	if err := db.checkNeed(need); err != nil {
+		return err
 	}
-	return err
+	return db.update(set, fn)
+}
+
+// writeTo writes the staged writes into t (nothing if s is nil).
+func (s *stagedSet) writeTo(t *badger.Txn) error {
+	if s == nil {
+		return nil
+	}
+	for k, w := range s.m {
+		var err error
+		if w.del {
+			err = t.Delete([]byte(k))
+		} else {
+			err = t.Set([]byte(k), w.v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commitStaged commits the staged writes, if any.
@@ -189,7 +192,7 @@ func (t *Txn) iterateMerged(it *badger.Iterator, prefix, start []byte, extra []s
 		}
 		var v []byte
 		if values {
-			v = kv.s.v
+			v = slices.Clone(kv.s.v) // the staged value is shared
 		}
 		return fn([]byte(kv.k), v)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/peerdrive/peerdrive/store"
@@ -168,5 +169,49 @@ func TestStagedNotCommittedByUpdate(t *testing.T) {
 	}
 	if got := get(t, db, "k"); got != "s" {
 		t.Fatalf("k after Sync: %q", got)
+	}
+}
+
+// TestStagedSeenAcrossCommits: a key staged before a view starts is seen by
+// the view, whether its commit (and its leaving the stage) comes before,
+// during or after the view's start.
+func TestStagedSeenAcrossCommits(t *testing.T) {
+	db := openTemp(t)
+	const n = 3000
+	var staged atomic.Int64
+	staged.Store(-1)
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			k := []byte(fmt.Sprintf("k%06d", i))
+			if err := db.Stage(0, func(tx *store.Txn) error { return tx.Set(k, []byte("v")) }); err != nil {
+				done <- err
+				return
+			}
+			staged.Store(int64(i))
+			if err := db.UpdateStaged(0, nil); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		default:
+		}
+		i := staged.Load()
+		if i < 0 {
+			continue
+		}
+		k := fmt.Sprintf("k%06d", i)
+		if got := get(t, db, k); got != "v" {
+			t.Fatalf("%s, staged before the view began, read as %q", k, got)
+		}
 	}
 }

@@ -276,14 +276,34 @@ type Txn struct {
 	capture map[string]staged // a Stage's own writes
 }
 
+// viewHook, if set (by tests), runs in View between taking the snapshot
+// and the staged writes.
+var viewHook func()
+
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Txn) error) error {
-	return db.bdb.View(func(t *badger.Txn) error {
-		// Staged writes are read after the transaction's snapshot is
-		// taken: one committed since is then in the snapshot, or still
-		// staged (they leave the stage only after their commit).
-		return fn(&Txn{t: t, db: db, view: db.stage.set.Load()})
-	})
+	if db.bdb.IsClosed() {
+		return badger.ErrDBClosed
+	}
+	var t *badger.Txn
+	var view *stagedSet
+	if db.stage.set.Load() == nil {
+		// Nothing staged: anything staged from now on happens after this
+		// view, and anything committed before its snapshot is in it.
+		t = db.bdb.NewTransaction(false)
+	} else {
+		// The snapshot and the staged writes are taken together, between
+		// two commits of staged writes: a write is in one or the other.
+		db.stage.commit.RLock()
+		t = db.bdb.NewTransaction(false)
+		if viewHook != nil {
+			viewHook()
+		}
+		view = db.stage.set.Load()
+		db.stage.commit.RUnlock()
+	}
+	defer t.Discard()
+	return fn(&Txn{t: t, db: db, view: view})
 }
 
 // Update runs fn in a read-write transaction and commits it atomically.
@@ -296,11 +316,33 @@ func (db *DB) Update(need int64, fn func(*Txn) error) error {
 	if err := db.checkNeed(need); err != nil {
 		return err
 	}
-	tx := &Txn{db: db}
-	err := db.bdb.Update(func(t *badger.Txn) error {
-		tx.t = t
-		return fn(tx)
-	})
+	return db.update(nil, fn)
+}
+
+// update runs the transaction of Update; staged, if not nil, is written
+// into it first and leaves the stage when it commits.
+func (db *DB) update(staged *stagedSet, fn func(*Txn) error) error {
+	if db.bdb.IsClosed() {
+		return badger.ErrDBClosed
+	}
+	t := db.bdb.NewTransaction(true)
+	defer t.Discard()
+	tx := &Txn{db: db, t: t}
+	err := staged.writeTo(t)
+	if err == nil && fn != nil {
+		err = fn(tx)
+	}
+	if err == nil {
+		if staged == nil {
+			err = t.Commit()
+		} else {
+			db.stage.commit.Lock()
+			if err = t.Commit(); err == nil {
+				db.stage.set.Store(nil)
+			}
+			db.stage.commit.Unlock()
+		}
+	}
 	if errors.Is(err, unix.ENOSPC) {
 		return fmt.Errorf("%w: %v", ErrNoSpace, err)
 	}
