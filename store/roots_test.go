@@ -124,14 +124,7 @@ func TestRootsReopen(t *testing.T) {
 	if _, err := store.NewRoots(db).Put(ctx, signedRoot(a, 7, "seven")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err = store.Open(dir, store.Options{Reserve: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir)
 	roots := store.NewRoots(db)
 	mustGet(t, roots, a, 7, "seven")
 	if stored, err := roots.Put(ctx, signedRoot(a, 6, "six")); stored || err != nil {

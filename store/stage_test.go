@@ -135,14 +135,7 @@ func TestStagedWrites(t *testing.T) {
 	if err := db.Stage(0, func(tx *store.Txn) error { return set(tx, "a7", "w") }); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err = store.Open(dir, store.Options{Reserve: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir)
 	if got, want := keys(t, db, "a"), "a1=x a2=s a3=s a4=v a7=w"; got != want {
 		t.Fatalf("after reopen %q, want %q", got, want)
 	}

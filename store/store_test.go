@@ -19,6 +19,20 @@ func openTemp(t *testing.T) *store.DB {
 	return db
 }
 
+// reopen closes db and opens the store in dir again, closed at the test's end.
+func reopen(t *testing.T, db *store.DB, dir string) *store.DB {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(dir, store.Options{Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 func TestBlobsConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
