@@ -1,9 +1,10 @@
 package store
 
 import (
-	"bytes"
 	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -71,16 +72,10 @@ func (db *DB) Stage(need int64, fn func(*Txn) error) error {
 	if len(tx.capture) == 0 {
 		return nil
 	}
-	old := tx.view
 	m := tx.capture
-	if old != nil {
-		m = make(map[string]staged, len(old.m)+len(tx.capture))
-		for k, v := range old.m {
-			m[k] = v
-		}
-		for k, v := range tx.capture {
-			m[k] = v
-		}
+	if tx.view != nil {
+		m = maps.Clone(tx.view.m)
+		maps.Copy(m, tx.capture)
 	}
 	db.stage.set.Store(&stagedSet{m: m})
 	return nil
@@ -151,7 +146,7 @@ func (t *Txn) stagedRange(prefix, start []byte) []stagedKV {
 	var out []stagedKV
 	add := func(m map[string]staged) {
 		for k, s := range m {
-			if len(k) >= len(prefix) && k[:len(prefix)] == string(prefix) && k >= string(start) {
+			if strings.HasPrefix(k, string(prefix)) && k >= string(start) {
 				out = append(out, stagedKV{k, s})
 			}
 		}
@@ -167,7 +162,7 @@ func (t *Txn) stagedRange(prefix, start []byte) []stagedKV {
 	}
 	// Own writes win over seen ones: the stable sort keeps them after,
 	// and the merge below takes the last of equal keys.
-	slices.SortStableFunc(out, func(a, b stagedKV) int { return bytes.Compare([]byte(a.k), []byte(b.k)) })
+	slices.SortStableFunc(out, func(a, b stagedKV) int { return strings.Compare(a.k, b.k) })
 	dedup := out[:0]
 	for i, kv := range out {
 		if i+1 < len(out) && out[i+1].k == kv.k {
@@ -183,8 +178,8 @@ type stagedKV struct {
 	s staged
 }
 
-// iterateMerged is Iterate over the store's keys and the staged writes the
-// transaction sees.
+// iterateMerged is Iterate over the store's keys merged with extra, the
+// staged writes the transaction sees (stagedRange; nil if none).
 func (t *Txn) iterateMerged(it *badger.Iterator, prefix, start []byte, extra []stagedKV, values bool, fn func(key, value []byte) (bool, error)) error {
 	emit := func(kv stagedKV) (bool, error) {
 		if kv.s.del {

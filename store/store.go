@@ -434,25 +434,7 @@ func (t *Txn) Iterate(prefix, start []byte, values bool, fn func(key, value []by
 	if start == nil {
 		start = prefix
 	}
-	if extra := t.stagedRange(prefix, start); extra != nil {
-		return t.iterateMerged(it, prefix, start, extra, values, fn)
-	}
-	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		var v []byte
-		if values {
-			var err error
-			v, err = item.ValueCopy(nil)
-			if err != nil {
-				return wrapRead(item.Key(), err)
-			}
-		}
-		more, err := fn(item.Key(), v)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
+	return t.iterateMerged(it, prefix, start, t.stagedRange(prefix, start), values, fn)
 }
 
 // IterateSizes calls fn with every key with the given prefix and the size
