@@ -115,8 +115,8 @@ func (s *stagedSet) writeTo(t *badger.Txn) error {
 	return nil
 }
 
-// commitStaged commits the staged writes, if any.
-func (db *DB) commitStaged() error {
+// CommitStaged commits the staged writes, if any.
+func (db *DB) CommitStaged() error {
 	if db.stage.set.Load() == nil {
 		return nil
 	}

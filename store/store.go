@@ -136,7 +136,7 @@ func Open(dir string, o Options) (*DB, error) {
 func (db *DB) Close() error {
 	close(db.stop)
 	db.wg.Wait()
-	err := errors.Join(db.commitStaged(), db.packs.sync(), db.bdb.Close(), db.packs.close())
+	err := errors.Join(db.CommitStaged(), db.packs.sync(), db.bdb.Close(), db.packs.close())
 	db.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", db.dir, err)
@@ -147,7 +147,7 @@ func (db *DB) Close() error {
 // Sync makes every write so far durable on disk: the packs first, so that
 // no durable record points at bytes that are not.
 func (db *DB) Sync() error {
-	if err := db.commitStaged(); err != nil {
+	if err := db.CommitStaged(); err != nil {
 		return err
 	}
 	if err := db.packs.sync(); err != nil {

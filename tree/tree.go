@@ -406,11 +406,7 @@ func (t *Tree) commitStaged() {
 	t.mu.Lock()
 	t.staging = false
 	t.mu.Unlock()
-	if t.db.Staged() == 0 {
-		return
-	}
-	err := t.update(context.Background(), 0, func(*store.Txn, map[peerdrive.Ino]bool) error { return nil })
-	if err != nil {
+	if err := t.db.CommitStaged(); err != nil {
 		t.log.Warn("staged metadata not committed; retrying", "err", err)
 		t.mu.Lock()
 		t.armStaging(100 * time.Millisecond)
