@@ -107,6 +107,10 @@ func init() {
 		MaxMapPairs:      64,
 		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
 		IndefLength:      cbor.IndefLengthForbidden,
+		// Names, symlink targets and xattr names are Linux's: bytes, not
+		// necessarily UTF-8. They are written unchanged as text strings,
+		// so a text string is read as the bytes it holds.
+		UTF8: cbor.UTF8DecodeInvalid,
 		// Unknown fields are ignored: a newer minor version may add some.
 	}.DecMode()
 	if err != nil {

@@ -1179,6 +1179,58 @@ var semCases = []semCase{
 		wantErrno(t, "stat", unix.Lstat(d.path(long), &st), unix.ENAMETOOLONG)
 		wantNames(t, d.mnt, ok)
 	}},
+	// A Linux name is any bytes but '/' and NUL: names that are not UTF-8
+	// (stress-ng's filename stressor made one directory unreadable, EIO
+	// on every lookup, before records accepted them).
+	{name: "NamesNotUTF8", fn: func(t *testing.T, d *testDrive) {
+		var all []byte
+		for c := 1; c < 256; c++ {
+			if c != '/' {
+				all = append(all, byte(c))
+			}
+		}
+		names := []string{string(all[:200]), string(all[54:]), "\xff\xfe", "x\xc3(", "h\xc3\xa9llo"}
+		dir := d.path("d")
+		must(t, os.Mkdir(dir, 0o755))
+		for i, n := range names {
+			p := filepath.Join(dir, n)
+			writeFile(t, p, []byte(n))
+			must(t, unix.Symlink(n, p+"L"))
+			must(t, unix.Setxattr(p, "user.\x80"+strconv.Itoa(i), []byte(n), 0))
+		}
+		check := func(when string) {
+			var want []string
+			for _, n := range names {
+				want = append(want, n, n+"L")
+			}
+			wantNames(t, dir, want...)
+			for i, n := range names {
+				p := filepath.Join(dir, n)
+				wantBytes(t, when+": content", readFile(t, p), []byte(n))
+				target, err := os.Readlink(p + "L")
+				must(t, err)
+				if target != n {
+					t.Fatalf("%s: readlink = %q, want %q", when, target, n)
+				}
+				buf := make([]byte, 512)
+				sz, err := unix.Getxattr(p, "user.\x80"+strconv.Itoa(i), buf)
+				must(t, err)
+				wantBytes(t, when+": xattr", buf[:sz], []byte(n))
+			}
+		}
+		check("mounted")
+		d.remount()
+		check("after remount")
+		for _, n := range names {
+			p := filepath.Join(dir, n)
+			must(t, os.Rename(p, p+"\x80"))
+			must(t, os.Remove(p+"\x80"))
+			must(t, os.Remove(p+"L"))
+			var st unix.Stat_t
+			wantErrno(t, "stat after unlink", unix.Lstat(p+"\x80", &st), unix.ENOENT)
+		}
+		wantNames(t, dir)
+	}},
 	{name: "Tmpfile", fn: func(t *testing.T, d *testDrive) {
 		fd := open(t, d.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o600)
 		data := randBytes(19, mib+5)

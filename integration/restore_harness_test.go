@@ -215,6 +215,7 @@ func newFullTree() *fullTree {
 		"public/deep/er/leaf": randBytes(12345),
 		"owned/nobody.txt":    randBytes(100),
 		"name with spaces & ünïcödé 名前.txt": randBytes(77),
+		"caf\xe9 in Latin-1, not UTF-8":     randBytes(55), // Linux names are bytes
 	}}
 	ft.sparse = randBytes(4096)
 	for i := range 150 { // enough small files for the tree to take some room
@@ -233,6 +234,7 @@ var (
 		{"no/such/target", "dangling"},
 		{"/nonexistent/absolute/path", "link-abs"},
 		{"nobody.txt", "owned/link-owned"},
+		{"caf\xe9 in Latin-1, not UTF-8", "link-\xff"},
 	}
 )
 

@@ -17,6 +17,7 @@ var decMode = func() cbor.DecMode {
 		MaxMapPairs:      64,
 		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
 		IndefLength:      cbor.IndefLengthForbidden,
+		UTF8:             cbor.UTF8DecodeInvalid, // names are bytes (docs/format.md §5)
 	}.DecMode()
 	if err != nil {
 		panic(err)
