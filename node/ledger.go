@@ -117,12 +117,8 @@ func (n *Node) closeLedger() {
 
 func (n *Node) ledgerLoop() {
 	defer n.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.bgContext()
 	defer cancel()
-	go func() {
-		<-n.bgStop
-		cancel()
-	}()
 	s := n.led
 	t := time.NewTicker(ledgerTick)
 	defer t.Stop()

@@ -283,10 +283,13 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 
 // Lease timing: the writer renews its lease well before it runs out; a
 // drive with no renewal for leaseTime has no writer.
-const (
-	leaseTime    = 60 * time.Second
-	renewEvery   = 20 * time.Second
-	publishEvery = 5 * time.Minute
+const leaseTime = 60 * time.Second
+
+// Periodic snapshots (variables: a test shortens them).
+var (
+	renewEvery     = 20 * time.Second
+	publishEvery   = 5 * time.Minute
+	publishTimeout = 5 * time.Minute // a periodic snapshot gives up after it
 )
 
 func (n *Node) progress(format string, args ...any) {
@@ -471,20 +474,24 @@ func (n *Node) publishLoop() {
 	defer renew.Stop()
 	lastPub := time.Now()
 	lastStats := n.tree.Stats()
+	base, stop := n.bgContext()
+	defer stop()
 	for {
 		select {
 		case <-n.bgStop:
 			return
 		case <-renew.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), publishEvery)
+		ctx, cancel := context.WithTimeout(base, publishTimeout)
 		if st := n.tree.Stats(); st != lastStats && time.Since(lastPub) >= publishEvery {
 			if _, err := n.Publish(ctx, nil); err != nil {
-				n.log.Warn("periodic snapshot failed", "err", err)
+				if base.Err() == nil { // not cut short by close
+					n.log.Warn("periodic snapshot failed", "err", err)
+				}
 			} else {
 				lastPub, lastStats = time.Now(), st
 			}
-		} else if err := n.pub.Renew(ctx); err != nil {
+		} else if err := n.pub.Renew(ctx); err != nil && base.Err() == nil {
 			n.log.Warn("lease renewal failed", "err", err)
 		}
 		cancel()
@@ -549,6 +556,21 @@ func (n *Node) Unmount() error {
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() { n.closeErr = n.close(ctx) })
 	return n.closeErr
+}
+
+// bgContext returns a context that ends when the node's background work
+// is told to stop (bgStop): a snapshot that waits for uploads to peers
+// that are not there must not hold up an unmount.
+func (n *Node) bgContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.bgStop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 func (n *Node) close(ctx context.Context) error {

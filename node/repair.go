@@ -55,6 +55,8 @@ func (n *Node) startRepairPublisher() {
 		t := time.NewTicker(repairPublishEvery)
 		defer t.Stop()
 		last := n.rep.AuditStats().RepairedSegments
+		base, stop := n.bgContext()
+		defer stop()
 		for {
 			select {
 			case <-n.bgStop:
@@ -65,9 +67,11 @@ func (n *Node) startRepairPublisher() {
 			if cur == last {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), publishEvery)
+			ctx, cancel := context.WithTimeout(base, publishTimeout)
 			if _, err := n.Publish(ctx, nil); err != nil {
-				n.log.Warn("snapshot after repair failed", "err", err)
+				if base.Err() == nil { // not cut short by close
+					n.log.Warn("snapshot after repair failed", "err", err)
+				}
 			} else {
 				last = cur
 			}
