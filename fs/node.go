@@ -86,6 +86,30 @@ func (n *node) roErr() syscall.Errno {
 	return 0
 }
 
+// accessed sets the access time after a read or a listing, under Linux's
+// relatime rule (the default mount option): only if the access time is not
+// later than the modification or change time, or is a day old. The kernel
+// serves reads from its cache without asking, so a file read again from
+// the cache keeps its access time, as with any FUSE filesystem.
+func (n *node) accessed() {
+	if n.fsys.opts.ReadOnly {
+		return
+	}
+	now := tree.Now()
+	updated := false
+	_, err := n.fsys.tree.Touch(n.ino(), func(in *peerdrive.Inode) {
+		if in.Atime <= in.Mtime || in.Atime <= in.Ctime || now-in.Atime >= int64(24*time.Hour) {
+			in.Atime = now
+			updated = true
+		}
+	})
+	if err == nil && updated {
+		// The kernel keeps attributes for a second: make it ask again.
+		// An offset of -1 drops only the attributes, no cached pages.
+		go n.NotifyContent(-1, 0)
+	}
+}
+
 func fillAttr(ino peerdrive.Ino, in *peerdrive.Inode, a *fuse.Attr) {
 	a.Ino = uint64(ino)
 	a.Size = in.Size
@@ -153,15 +177,16 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			return syscall.EISDIR
 		}
-		if size > in.Size {
-			if err := n.fsys.checkQuota(int64(size - in.Size)); err != nil {
-				return n.errno("truncate", err)
-			}
-		}
+		// Growing a file makes a hole, which takes no room: no quota
+		// check (a sparse file may be larger than the drive, as on ext4).
 		if _, err := n.fsys.truncate(ctx, ino, size); err != nil {
 			return n.errno("truncate", err)
 		}
 	}
+	// chown(2) with both IDs -1 changes only the ctime; without a
+	// writeback cache the kernel does not send it, and the request comes
+	// empty.
+	touchCtime := sa.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_SIZE|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_CTIME|fuse.FATTR_KILL_SUIDGID) == 0
 	_, uidSet := sa.GetUID()
 	_, gidSet := sa.GetGID()
 	chown := uidSet || gidSet
@@ -187,7 +212,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			in.Mtime = nanos(t)
 			changed = true
 		}
-		if changed {
+		if changed || touchCtime {
 			in.Ctime = tree.Now()
 		}
 		// HANDLE_KILLPRIV_V2 (see killPrivs): a truncate by a caller
@@ -264,6 +289,7 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, n.errno("readdir", err)
 	}
+	n.accessed()
 	parent := uint64(peerdrive.RootIno)
 	if _, p := n.Parent(); p != nil {
 		parent = p.StableAttr().Ino
@@ -490,6 +516,7 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	if err != nil {
 		return nil, n.errno("read", err, "off", off)
 	}
+	n.accessed()
 	return fuse.ReadResultData(dest[:c]), 0
 }
 
