@@ -3,7 +3,11 @@ package fs
 import (
 	"context"
 	"errors"
+	"maps"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +64,9 @@ func (f *FS) urgeGatherer() {
 type chunkBuf struct {
 	data *[]byte // chunkSize bytes; only [:n] is meaningful, the rest reads as zeros
 	n    int
+	// loaded says the buffer started from the chunk's stored bytes: a
+	// partial rewrite, which a random-access writer repeats.
+	loaded bool
 }
 
 type sealJob struct {
@@ -247,6 +254,7 @@ func (f *FS) loadChunk(ctx context.Context, ino peerdrive.Ino, idx int64, off, n
 			return err
 		}
 		b.n = copy(*b.data, plain)
+		b.loaded = true
 	}
 	return nil
 }
@@ -417,6 +425,11 @@ func (f *FS) sealBatch(batch []sealJob) {
 		}
 	}
 	for i, j := range batch {
+		if c := files[i].Chunks[0]; errs[i] == nil && j.buf.loaded && !c.Hole {
+			// The next read or partial write of this chunk would read
+			// and decrypt it again: keep its plaintext at hand.
+			f.tree.KeepChunk(c.ID, (*j.buf.data)[:j.buf.n])
+		}
 		f.tree.Recycle(&files[i].Chunks[0])
 		f.sealed(j, errs[i])
 	}
@@ -481,22 +494,50 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	// data replaced it): committing st.dirty now decides. Once the data is
 	// in, the earlier error is moot.
 	st.err = nil
-	var sealed []tree.Sealed
-	for idx, b := range st.dirty {
-		sealed = append(sealed, f.tree.Seal(idx, (*b.data)[:b.n]))
-	}
+	sealed := f.sealAll(st.dirty)
 	err := f.tree.Commit(ctx, st.ino, sealed)
 	if err != nil && f.purged(ctx, st.ino) {
 		err = nil // nobody can read the data
 	}
 	if err == nil {
-		for idx, b := range st.dirty {
-			delete(st.dirty, idx)
+		for _, s := range sealed {
+			b := st.dirty[s.Idx]
+			if b.loaded && !s.Hole {
+				f.tree.KeepChunk(s.ID, (*b.data)[:b.n]) // as in sealBatch
+			}
+			delete(st.dirty, s.Idx)
 			f.freeBuf(b)
 		}
 	}
+	for i := range sealed {
+		f.tree.Recycle(&sealed[i])
+	}
 	st.mu.Unlock()
 	return err
+}
+
+// sealAll seals the chunks of dirty, as many at a time as there are CPUs:
+// an fsync after random writes has many chunks to seal, and waits for all.
+func (f *FS) sealAll(dirty map[int64]*chunkBuf) []tree.Sealed {
+	idxs := slices.Sorted(maps.Keys(dirty))
+	sealed := make([]tree.Sealed, len(idxs))
+	if len(idxs) == 1 {
+		b := dirty[idxs[0]]
+		sealed[0] = f.tree.Seal(idxs[0], (*b.data)[:b.n])
+		return sealed
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(idxs), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(idxs); i = int(next.Add(1) - 1) {
+				b := dirty[idxs[i]]
+				sealed[i] = f.tree.Seal(idxs[i], (*b.data)[:b.n])
+			}
+		})
+	}
+	wg.Wait()
+	return sealed
 }
 
 // purged reports whether ino is gone from the tree.

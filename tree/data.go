@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/peerdrive/peerdrive"
@@ -353,6 +354,12 @@ func (t *Tree) PrefetchChunks(ino peerdrive.Ino, from, to int64) {
 	if len(ids) > 0 {
 		t.db.PrefetchChunks(ids)
 	}
+}
+
+// KeepChunk puts a copy of the plaintext of chunk id, just committed, in the
+// cache of decrypted chunks, where the next ReadChunk of it finds it.
+func (t *Tree) KeepChunk(id peerdrive.ChunkID, plain []byte) {
+	t.chunks.put(id, slices.Clone(plain))
 }
 
 // ReadChunk returns the verified plaintext of ref, from the local store or
