@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -19,7 +20,22 @@ func wrapCorrupt(err error) error { return fmt.Errorf("%w: %v", tree.ErrCorrupt,
 
 const maxXattrValue = 64 << 10 // as Linux's XATTR_SIZE_MAX
 
+// xattrNamespace reports whether Linux knows the namespace of attr: user,
+// trusted, security, and of system only the POSIX ACLs. Filesystems refuse
+// the others with EOPNOTSUPP; the kernel passes them on to FUSE.
+func xattrNamespace(attr string) bool {
+	for _, ns := range []string{"user.", "trusted.", "security."} {
+		if strings.HasPrefix(attr, ns) {
+			return true
+		}
+	}
+	return attr == aclAccess || attr == aclDefault
+}
+
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !xattrNamespace(attr) {
+		return 0, syscall.EOPNOTSUPP
+	}
 	v, err := n.fsys.tree.GetXattr(meta(ctx), n.ino(), attr)
 	if err != nil {
 		return 0, n.errno("getxattr", err)
@@ -36,6 +52,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	if len(attr) > 255 {
 		return syscall.ERANGE
+	}
+	if !xattrNamespace(attr) {
+		return syscall.EOPNOTSUPP
 	}
 	if len(data) > maxXattrValue {
 		return syscall.E2BIG
@@ -75,6 +94,9 @@ func (n *node) setAccessACL(ctx context.Context, data []byte) syscall.Errno {
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if e := n.roErr(); e != 0 {
 		return e
+	}
+	if !xattrNamespace(attr) {
+		return syscall.EOPNOTSUPP
 	}
 	err := n.fsys.tree.RemoveXattr(meta(ctx), n.ino(), attr)
 	if errors.Is(err, tree.ErrNoData) && (attr == aclAccess || attr == aclDefault) {

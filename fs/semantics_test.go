@@ -978,6 +978,13 @@ var semCases = []semCase{
 		wantErrno(t, "XATTR_REPLACE on a missing name", unix.Setxattr(p, "user.b", []byte("x"), unix.XATTR_REPLACE), unix.ENODATA)
 		must(t, unix.Setxattr(p, "user.a", []byte("replaced"), unix.XATTR_REPLACE))
 		must(t, unix.Setxattr(p, "user.b", []byte("b"), unix.XATTR_CREATE))
+		// A namespace Linux does not know is refused, as ext4 and tmpfs do.
+		for _, name := range []string{"bogus.x", "system.other", "user"} {
+			wantErrno(t, "setxattr "+name, unix.Setxattr(p, name, []byte("x"), 0), unix.EOPNOTSUPP)
+			_, err = unix.Getxattr(p, name, buf)
+			wantErrno(t, "getxattr "+name, err, unix.EOPNOTSUPP)
+			wantErrno(t, "removexattr "+name, unix.Removexattr(p, name), unix.EOPNOTSUPP)
+		}
 		list := func() []string {
 			t.Helper()
 			sz, err := unix.Listxattr(p, nil)
