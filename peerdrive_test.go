@@ -276,7 +276,7 @@ func TestUnmarshalRules(t *testing.T) {
 		{"byte string name", "a1014161", false, peerdrive.Dirent{}},
 		{"negative ino", "a10220", false, peerdrive.Dirent{}},
 		{"mode overflows uint32", "a1031b0000000100000000", false, peerdrive.Dirent{}},
-		{"invalid utf-8", "a10161ff", false, peerdrive.Dirent{}},
+		{"name not UTF-8 (Linux names are bytes)", "a10161ff", true, peerdrive.Dirent{Name: "\xff"}},
 		{"array", "83616102198000", false, peerdrive.Dirent{}},
 		{"truncated", "a3016161020203", false, peerdrive.Dirent{}},
 		{"trailing byte", "a0" + "00", false, peerdrive.Dirent{}},
