@@ -60,6 +60,10 @@ type Inode struct {
 	Ctime  int64  `cbor:"9,keyasint"`
 	Target string `cbor:"10,keyasint,omitempty"` // symlink target
 	Btime  int64  `cbor:"11,keyasint,omitempty"` // creation time
+	// Alloc is 1 + the plaintext bytes of a regular file's chunks (holes
+	// take none), for st_blocks; 0 means unknown (an inode written before
+	// the field), and st_blocks then follows the size.
+	Alloc uint64 `cbor:"12,keyasint,omitempty"`
 }
 
 // Dirent is one name in a directory.

@@ -803,3 +803,26 @@ func (f *FS) dropCapability(ctx context.Context, ino peerdrive.Ino) {
 }
 
 const xattrCapability = "security.capability"
+
+// buffered returns the bytes of ino's data that are not committed yet,
+// holes (chunks of zeros) not counted, as the commit will not store them. It
+// does not wait for the file's lock, which an fsync holds while it seals:
+// busy says the file was busy with its data, and n is unknown.
+func (f *FS) buffered(ino peerdrive.Ino) (n int64, busy bool) {
+	st := f.existing(ino)
+	if st == nil {
+		return 0, false
+	}
+	if !st.mu.TryLock() {
+		return 0, true
+	}
+	defer st.mu.Unlock()
+	for _, m := range []map[int64]*chunkBuf{st.dirty, st.sealing} {
+		for _, b := range m {
+			if data := (*b.data)[:b.n]; !tree.IsHole(data) {
+				n += int64(len(data))
+			}
+		}
+	}
+	return n, false
+}

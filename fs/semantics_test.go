@@ -258,6 +258,24 @@ var semCases = []semCase{
 		wantBytes(t, "read past EOF", pread(t, fd, 10, end+1000), nil)
 		closeFD(t, fd)
 		wantBytes(t, "sparse file after remount", readFile(t, p), want)
+		// st_blocks counts the data, rounded up to 4 KiB, not the holes:
+		// two chunks of 1 and 6 bytes (a chunk holds its data from its
+		// start).
+		if st := lstat(t, p); st.Blocks != 8 {
+			t.Fatalf("sparse file: %d blocks, want 8", st.Blocks)
+		}
+		must(t, unix.Truncate(p, 2*mib)) // drops the second chunk
+		if st := lstat(t, p); st.Blocks != 8 {
+			t.Fatalf("after truncate: %d blocks, want 8", st.Blocks)
+		}
+		// Buffered data counts as it will once committed.
+		writeFile(t, d.path("full"), randBytes(3, mib+1))
+		for _, when := range []string{"buffered", "committed"} {
+			if st := lstat(t, d.path("full")); st.Blocks != (mib+4096)/512 {
+				t.Fatalf("%s file of 1 MiB + 1 byte: %d blocks, want %d", when, st.Blocks, (mib+4096)/512)
+			}
+			d.remount() // drops the kernel's attributes too
+		}
 	}},
 	{name: "ChunkBoundary", fn: func(t *testing.T, d *testDrive) {
 		p := d.path("f")

@@ -66,6 +66,9 @@ func (t *Tree) Recycle(s *Sealed) {
 	s.Sealed = nil
 }
 
+// IsHole reports whether Seal makes plain a hole, which stores nothing.
+func IsHole(plain []byte) bool { return isZero(plain) }
+
 func isZero(b []byte) bool {
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b) != 0 {
@@ -117,20 +120,32 @@ func (t *Tree) CommitFiles(ctx context.Context, files []FileChunks) error {
 			if len(f.Chunks) == 0 {
 				continue
 			}
-			if _, err := t.mod(touched, f.Ino); err != nil {
+			in, err := t.mod(touched, f.Ino)
+			if err != nil {
 				return err
 			}
 			for _, c := range f.Chunks {
-				if err := t.commitOne(tx, f.Ino, c); err != nil {
+				delta, err := t.commitOne(tx, f.Ino, c)
+				if err != nil {
 					return err
 				}
+				addAlloc(in, delta)
 			}
 		}
 		return nil
 	})
 }
 
-func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
+// addAlloc changes in's count of data bytes by delta, if it is known.
+func addAlloc(in *peerdrive.Inode, delta int64) {
+	if in.Alloc > 0 {
+		in.Alloc = uint64(max(int64(in.Alloc)+delta, 1))
+	}
+}
+
+// commitOne puts c in ino's chunk map and returns the change in the bytes
+// of data the map holds.
+func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) (int64, error) {
 	mk := mapKey(ino, c.Idx)
 	var old peerdrive.ChunkRef
 	hadOld := true
@@ -140,16 +155,20 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	} else if err := t.getRecord(tx, mk, &old); errors.Is(err, ErrNotFound) {
 		hadOld = false
 	} else if err != nil {
-		return err
+		return 0, err
+	}
+	var oldLen int64
+	if hadOld {
+		oldLen = int64(old.Len)
 	}
 	if c.Hole {
 		if hadOld {
 			if err := tx.Delete(mk); err != nil {
-				return err
+				return 0, err
 			}
-			return t.decRef(tx, old.ID)
+			return -oldLen, t.decRef(tx, old.ID)
 		}
-		return nil
+		return 0, nil
 	}
 	id := c.ID
 	// Deduplicate by the keyed hash of the plaintext.
@@ -167,32 +186,32 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 	case err == nil || errors.Is(err, store.ErrNotFound):
 		dv = nil
 	default:
-		return err
+		return 0, err
 	}
 	if hadOld && old.ID == id {
-		return nil // same content again
+		return 0, nil // same content again
 	}
 	if dv != nil {
 		info.Refs++
 		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
-			return err
+			return 0, err
 		}
 	} else {
 		if err := tx.PutChunk(id, c.Sealed); err != nil {
-			return err
+			return 0, err
 		}
 		info = peerdrive.ChunkInfo{Refs: 1, Dedup: c.Dedup, Len: c.Len, Sealed: uint32(len(c.Sealed))}
 		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
-			return err
+			return 0, err
 		}
 		if err := tx.Set(idKey(tagDedup, c.Dedup), id[:]); err != nil {
-			return err
+			return 0, err
 		}
 		if t.remote != nil {
 			var sz [4]byte
 			binary.BigEndian.PutUint32(sz[:], uint32(len(c.Sealed)))
 			if err := tx.Set(idKey(tagQueue, id), sz[:]); err != nil {
-				return err
+				return 0, err
 			}
 			t.queued = append(t.queued, chunkEvent{id, int64(len(c.Sealed))})
 		}
@@ -201,15 +220,16 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) error {
 		t.stats.Stored += uint64(len(c.Sealed))
 	}
 	if err := t.putRecord(tx, mk, &peerdrive.ChunkRef{ID: id, Len: c.Len}); err != nil {
-		return err
+		return 0, err
 	}
 	if e != nil {
 		e.noChunks = false // rollback restores it (mod saved e)
 	}
+	delta := int64(c.Len) - oldLen
 	if hadOld {
-		return t.decRef(tx, old.ID)
+		return delta, t.decRef(tx, old.ID)
 	}
-	return nil
+	return delta, nil
 }
 
 func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
@@ -243,8 +263,9 @@ func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
 	return tx.DeleteChunk(id)
 }
 
-// dropChunks removes ino's chunk map entries from index from on.
-func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) error {
+// dropChunks removes ino's chunk map entries from index from on and returns
+// the bytes of data they held.
+func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) (int64, error) {
 	type ent struct {
 		key []byte
 		ref peerdrive.ChunkRef
@@ -259,17 +280,19 @@ func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) error {
 		return true, nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var freed int64
 	for _, e := range drop {
 		if err := tx.Delete(e.key); err != nil {
-			return err
+			return 0, err
 		}
 		if err := t.decRef(tx, e.ref.ID); err != nil {
-			return err
+			return 0, err
 		}
+		freed += int64(e.ref.Len)
 	}
-	return nil
+	return freed, nil
 }
 
 // Truncate sets ino's size. Chunks wholly past the new end are dropped; tail,
@@ -286,13 +309,17 @@ func (t *Tree) Truncate(ctx context.Context, ino peerdrive.Ino, size uint64, tai
 			return err
 		}
 		from := int64((size + peerdrive.ChunkSize - 1) / peerdrive.ChunkSize)
-		if err := t.dropChunks(tx, ino, from); err != nil {
+		freed, err := t.dropChunks(tx, ino, from)
+		if err != nil {
 			return err
 		}
+		addAlloc(in, -freed)
 		if tail != nil {
-			if err := t.commitOne(tx, ino, *tail); err != nil {
+			delta, err := t.commitOne(tx, ino, *tail)
+			if err != nil {
 				return err
 			}
+			addAlloc(in, delta)
 		}
 		now := Now()
 		in.Size = size

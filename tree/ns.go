@@ -109,6 +109,9 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 		now := Now()
 		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
 		in.Nlink = 1
+		if in.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			in.Alloc = 1 // no data yet
+		}
 		if isDir(in.Mode) {
 			in.Nlink = 2
 			p.Nlink++
@@ -163,6 +166,9 @@ func (t *Tree) MkTemp(ctx context.Context, dir peerdrive.Ino, in peerdrive.Inode
 		now := Now()
 		in.Atime, in.Mtime, in.Ctime, in.Btime = now, now, now, now
 		in.Nlink = 0
+		if in.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			in.Alloc = 1 // no data yet
+		}
 		ino = t.allocIno()
 		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0, noChunks: true}
 		touched[ino] = true
@@ -431,7 +437,7 @@ func (t *Tree) Purge(ctx context.Context, ino peerdrive.Ino) error {
 		if e.ino.Nlink > 0 {
 			return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
 		}
-		if err := t.dropChunks(tx, ino, 0); err != nil {
+		if _, err := t.dropChunks(tx, ino, 0); err != nil {
 			return err
 		}
 		var xkeys [][]byte
