@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -607,7 +608,7 @@ func (n *Node) close(ctx context.Context) error {
 // A dead FUSE mount (ENOTCONN) is detached first.
 func CheckMountpoint(dir string) error {
 	st, err := os.Stat(dir)
-	if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+	if isDeadConn(err) || err == nil && isMountpoint(dir) && staleMount(dir) {
 		if uerr := unix.Unmount(dir, unix.MNT_DETACH); uerr != nil {
 			return fmt.Errorf("mountpoint %s: stale mount that cannot be removed: %w", dir, uerr)
 		}
@@ -635,6 +636,18 @@ func CheckMountpoint(dir string) error {
 		return fmt.Errorf("mountpoint %s is not empty", dir)
 	}
 	return nil
+}
+
+func isDeadConn(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// staleMount reports whether the mount on dir is a FUSE mount whose daemon
+// is gone. A stat of dir itself may be answered from the kernel's cache of
+// attributes; a lookup of a name nobody looked up before is not.
+func staleMount(dir string) bool {
+	_, err := os.Lstat(filepath.Join(dir, fmt.Sprintf(".peerdrive-probe-%016x", rand.Uint64())))
+	return isDeadConn(err)
 }
 
 func isMountpoint(dir string) bool {
