@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -59,6 +60,12 @@ type DB struct {
 	spaceAvail int64
 
 	stage staging // staged writes (stage.go)
+
+	// commits counts committed transactions; synced is the count the last
+	// Sync made durable. A Sync with nothing committed since is free: an
+	// fsync of a directory right after one of a file in it, or of a file
+	// that wrote nothing, costs no disk flush.
+	commits, synced atomic.Uint64
 
 	smu             sync.Mutex // SyncShared
 	scond           *sync.Cond
@@ -122,6 +129,7 @@ func Open(dir string, o Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{bdb: bdb, packs: pk, lock: lock, dir: dir, stop: make(chan struct{}), reserve: Reserve}
+	db.commits.Store(1) // the first Sync syncs: what a killed process left in the page cache too
 	if o.Reserve != 0 {
 		db.reserve = o.Reserve
 	}
@@ -150,11 +158,20 @@ func (db *DB) Sync() error {
 	if err := db.CommitStaged(); err != nil {
 		return err
 	}
+	n := db.commits.Load()
+	if n == db.synced.Load() {
+		return nil
+	}
+	if syncHook != nil {
+		syncHook()
+	}
 	if err := db.packs.sync(); err != nil {
 		return err
 	}
 	if err := db.bdb.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", db.dir, err)
+	}
+	for s := db.synced.Load(); s < n && !db.synced.CompareAndSwap(s, n); s = db.synced.Load() {
 	}
 	return nil
 }
@@ -271,10 +288,14 @@ type Txn struct {
 	t       *badger.Txn
 	db      *DB
 	punches []chunkLoc // chunk bytes to free once the transaction commits
+	wrote   bool       // a Set or Delete went to badger
 
 	view    *stagedSet        // staged writes this transaction sees (View, Stage)
 	capture map[string]staged // a Stage's own writes
 }
+
+// syncHook, if set (by tests), runs when Sync goes to the disk.
+var syncHook func()
 
 // viewHook, if set (by tests), runs in View between taking the snapshot
 // and the staged writes.
@@ -343,6 +364,9 @@ func (db *DB) update(staged *stagedSet, fn func(*Txn) error) error {
 			db.stage.commit.Unlock()
 		}
 	}
+	if err == nil && (tx.wrote || staged != nil) {
+		db.commits.Add(1)
+	}
 	if errors.Is(err, unix.ENOSPC) {
 		return fmt.Errorf("%w: %v", ErrNoSpace, err)
 	}
@@ -410,6 +434,7 @@ func (t *Txn) Set(key, value []byte) error {
 		t.capture[string(key)] = staged{v: value}
 		return nil
 	}
+	t.wrote = true
 	return t.t.Set(key, value)
 }
 
@@ -419,6 +444,7 @@ func (t *Txn) Delete(key []byte) error {
 		t.capture[string(key)] = staged{del: true}
 		return nil
 	}
+	t.wrote = true
 	return t.t.Delete(key)
 }
 
