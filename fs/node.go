@@ -104,7 +104,7 @@ func (n *node) accessed() {
 		}
 	})
 	if err == nil && updated {
-		// The kernel keeps attributes for a second: make it ask again.
+		// The kernel keeps attributes for seconds: make it ask again.
 		// An offset of -1 drops only the attributes, no cached pages.
 		go n.NotifyContent(-1, 0)
 	}

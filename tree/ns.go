@@ -97,7 +97,7 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 				t.snap(dir)
 			}
 			p = &pe.ino
-			pe.dirty = true
+			t.markDirty(dir, pe)
 		}
 		var old peerdrive.Dirent
 		switch err := t.lookup(tx, dir, name, &old); {

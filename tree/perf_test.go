@@ -149,3 +149,30 @@ func TestReadChunkConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSyncManyCached: the Sync of an fsync with a large cache of clean
+// inodes (a directory of 100,000 files listed) writes the one changed
+// inode; it used to look at every cached one (6.9 ms an fsync with 100,000,
+// against 0.3 ms now, through a mount).
+func BenchmarkSyncManyCached(b *testing.B) {
+	ctx := context.Background()
+	tr, db := openTestTree(b, b.TempDir())
+	defer db.Close()
+	tr.mu.Lock()
+	for range 100_000 {
+		tr.cache[tr.allocIno()] = &entry{ino: peerdrive.Inode{Mode: syscall.S_IFREG | 0o644, Nlink: 1}}
+	}
+	tr.mu.Unlock()
+	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; b.Loop(); i++ {
+		if _, err := tr.Touch(ino, func(in *peerdrive.Inode) { in.Size = uint64(i) }); err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -87,8 +87,12 @@ type Tree struct {
 	keys *crypto.Keys
 	log  *slog.Logger
 
-	mu     sync.RWMutex
-	cache  map[peerdrive.Ino]*entry
+	mu    sync.RWMutex
+	cache map[peerdrive.Ino]*entry
+	// dirty holds every cached inode whose entry is dirty, and maybe some
+	// that left the cache (Flush drops them): Flush, on every fsync, looks
+	// at these and not at the whole cache.
+	dirty  map[peerdrive.Ino]struct{}
 	next   uint64 // next free inode number
 	limit  uint64 // numbers below limit are reserved on disk
 	stats  Stats
@@ -151,7 +155,7 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 	if o.ChunkCacheBytes == 0 {
 		o.ChunkCacheBytes = 64 << 20
 	}
-	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
+	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, dirty: map[peerdrive.Ino]struct{}{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
 	var fresh bool
 	err := db.View(func(tx *store.Txn) error {
 		v, err := tx.Get([]byte{tagFormat})
@@ -374,6 +378,7 @@ func (t *Tree) writeInode(tx *store.Txn, ino peerdrive.Ino) error {
 		return err
 	}
 	e.dirty = false
+	delete(t.dirty, ino)
 	return nil
 }
 
@@ -482,6 +487,9 @@ func (t *Tree) write(ctx context.Context, need int64, stage bool, fn func(tx *st
 			} else {
 				t.cache[ino] = &e
 			}
+			if e.dirty {
+				t.dirty[ino] = struct{}{}
+			}
 		}
 		for ino := range touched {
 			if uint64(ino) >= next { // made by fn
@@ -554,8 +562,14 @@ func (t *Tree) SetAttr(ctx context.Context, ino peerdrive.Ino, fn func(*peerdriv
 		return peerdrive.Inode{}, err
 	}
 	e.ino = in
-	e.dirty = true
+	t.markDirty(ino, e)
 	return in, nil
+}
+
+// markDirty marks ino's entry e as changed in memory only. t.mu is held.
+func (t *Tree) markDirty(ino peerdrive.Ino, e *entry) {
+	e.dirty = true
+	t.dirty[ino] = struct{}{}
 }
 
 // Touch changes ino's attributes in memory only; they are written by the
@@ -569,7 +583,7 @@ func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.In
 		return peerdrive.Inode{}, err
 	}
 	fn(&e.ino)
-	e.dirty = true
+	t.markDirty(ino, e)
 	return e.ino, nil
 }
 
@@ -577,16 +591,24 @@ func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.In
 // It writes them in batches: a store transaction holds only so many.
 func (t *Tree) Flush(ctx context.Context) error {
 	for {
+		t.mu.RLock()
+		clean := len(t.dirty) == 0
+		t.mu.RUnlock()
+		if clean {
+			return nil
+		}
 		more := false
 		err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-			for ino, e := range t.cache {
-				if e.dirty {
-					if len(touched) == flushBatch {
-						more = true
-						break
-					}
-					touched[ino] = true
+			for ino := range t.dirty {
+				if e, ok := t.cache[ino]; !ok || !e.dirty {
+					delete(t.dirty, ino) // purged
+					continue
 				}
+				if len(touched) == flushBatch {
+					more = true
+					break
+				}
+				touched[ino] = true
 			}
 			return nil
 		})

@@ -13,7 +13,7 @@ import (
 	"github.com/peerdrive/peerdrive/store"
 )
 
-func openTestTree(t *testing.T, dir string) (*Tree, *store.DB) {
+func openTestTree(t testing.TB, dir string) (*Tree, *store.DB) {
 	t.Helper()
 	db, err := store.Open(dir, store.Options{})
 	if err != nil {
@@ -40,7 +40,9 @@ func TestFlushManyDirty(t *testing.T) {
 	tr.mu.Lock()
 	for i := range inos {
 		inos[i] = tr.allocIno()
-		tr.cache[inos[i]] = &entry{ino: peerdrive.Inode{Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: uint64(i + 1)}, dirty: true}
+		e := &entry{ino: peerdrive.Inode{Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: uint64(i + 1)}}
+		tr.cache[inos[i]] = e
+		tr.markDirty(inos[i], e)
 	}
 	tr.mu.Unlock()
 	if err := tr.Sync(ctx); err != nil {
