@@ -19,6 +19,7 @@ RSS_GOAL_MIB=300
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (mounts, /proc/sys/vm/drop_caches, /proc/PID/clear_refs)"
 command -v gocryptfs >/dev/null || apt-get install -y gocryptfs >/dev/null 2>&1 || die "gocryptfs missing and not installable"
+for t in fio sqlite3; do command -v $t >/dev/null || apt-get install -y $t >/dev/null 2>&1 || die "$t missing and not installable"; done
 command -v fusermount3 >/dev/null || command -v fusermount >/dev/null || die "fuse3 (fusermount3) missing"
 
 WORK=$(mktemp -d "$BASE/peerdrive-bench.XXXXXX")
@@ -162,10 +163,18 @@ w_read()      { dd if="$1/seq.bin" of=/dev/null bs=1M status=none; }
 w_mkfiles()   { "$MKFILES" -n "$NFILES" -size "$FILE_SIZE" "$1/files"; }
 w_tar()       { mkdir "$1/tree" && tar -xf "$SHM/src.tar" -C "$1/tree"; }
 w_ls()        { ls -lR "$1/tree" >/dev/null; }
+# 8: random 4 KiB reads and writes (half each) over a 64 MiB file, fsync every 32 writes:
+# a database's or a VM image's access pattern. The file is laid out untimed.
+FIO_ARGS=(--name=rand --filename=rand.bin --size=64M --bs=4k --rw=randrw --fsync=32 --ioengine=psync --randrepeat=1 --randseed=42)
+w_randrw()    { (cd "$1" && fio "${FIO_ARGS[@]}" --io_size="${BENCH_RAND_MB:-16}M" --output=/dev/null); }
+# 9: sqlite: one row per transaction (rollback journal, its fsyncs), as an application's database does.
+w_sqlite()    { printf 'insert into t(v) values(hex(randomblob(100)));\n%.0s' $(seq "${BENCH_SQL_TX:-1000}") | sqlite3 "$1/db.sqlite"; }
 # untimed preparation before a timed run
 prep_write()   { rm -f "$1/seq.bin"; sync; }
 prep_mkfiles() { rm -rf "$1/files"; sync; }
 prep_tar()     { rm -rf "$1/tree"; sync; }
+prep_randrw()  { rm -f "$1/rand.bin"; (cd "$1" && fio "${FIO_ARGS[@]}" --create_only=1 --output=/dev/null); sync; }
+prep_sqlite()  { rm -f "$1"/db.sqlite*; sqlite3 "$1/db.sqlite" 'create table t(id integer primary key, v text);'; sync; }
 
 declare -A BEST=()   # BEST[workload/target]
 record() { # WORKLOAD TARGET
@@ -294,10 +303,17 @@ for r in $(seq 1 "$RUNS_META"); do
     timeit "$tg" w_ls || true; record ls_lR_cold "$tg"
   done
 done
+
+# ---------- 8, 9: beyond the issue's list, no goal (random access with fsync) ----------
+echo "== 8. random 4 KiB read/write, ${BENCH_RAND_MB:-16} MiB of I/O over a 64 MiB file, fsync every 32 writes (fio), best of $RUNS_META"
+bench_simple rand_rw_fsync "$RUNS_META" prep_randrw w_randrw
+echo "== 9. sqlite, ${BENCH_SQL_TX:-1000} one-row transactions, best of $RUNS_META"
+bench_simple sqlite_tx "$RUNS_META" prep_sqlite w_sqlite
 T_END=$(now)
 
 # ---------- report ----------
 WL=(seq_write seq_read_cold seq_read_warm create_small_files tar_extract ls_lR_cold)
+XWL=(rand_rw_fsync sqlite_tx) # reported, not among the issue's goals
 declare -A LABEL=(
   [seq_write]="1. seq write ${SIZE_MB} MiB"
   [seq_read_cold]="2. seq read cold"
@@ -305,17 +321,20 @@ declare -A LABEL=(
   [create_small_files]="4. create ${NFILES}x${FILE_SIZE}B"
   [tar_extract]="5. tar -xf ${TAR_N} files"
   [ls_lR_cold]="6. ls -lR cold"
+  [rand_rw_fsync]="8. random rw + fsync (*)"
+  [sqlite_tx]="9. sqlite transactions (*)"
 )
 echo
-echo "== results: seconds, best of $RUNS (1-3) / $RUNS_META (4-6); ratios = t_other / t_mount, >1.00x = mount faster"
+echo "== results: seconds, best of $RUNS (1-3) / $RUNS_META (4-6, 8-9); ratios = t_other / t_mount, >1.00x = mount faster"
 printf '%-26s %10s %10s %10s   %-16s %-18s\n' workload mount gocryptfs plain "mount vs plain" "mount vs gocryptfs"
 declare -A VP=() VG=()
-for w in "${WL[@]}"; do
+for w in "${WL[@]}" "${XWL[@]}"; do
   m=${BEST[$w/mount]:-FAIL} g=${BEST[$w/gocryptfs]:-FAIL} p=${BEST[$w/plain]:-FAIL}
   VP[$w]=$(ratio "$p" "$m"); VG[$w]=$(ratio "$g" "$m")
   printf '%-26s %10s %10s %10s   %-16s %-18s\n' "${LABEL[$w]}" "$m" "$g" "$p" "${VP[$w]}x speed" "${VG[$w]}x"
 done
 printf '%-26s %10s %10s %10s\n' "7. peak RSS writing (MiB)" "${PD_HWM:-NA}" "${GC_HWM:-NA}" "-"
+echo "(*) beyond the issue's workloads: reported, no goal"
 echo
 echo "throughput MB/s (MiB/s): write mount $(mbps "${BEST[seq_write/mount]:-}") gocryptfs $(mbps "${BEST[seq_write/gocryptfs]:-}") plain $(mbps "${BEST[seq_write/plain]:-}");" \
   "cold read mount $(mbps "${BEST[seq_read_cold/mount]:-}") gocryptfs $(mbps "${BEST[seq_read_cold/gocryptfs]:-}") plain $(mbps "${BEST[seq_read_cold/plain]:-}");" \
@@ -336,7 +355,7 @@ rss_note=""; [ "$SIZE_MB" = 1024 ] || rss_note=" (measured with ${SIZE_MB} MiB, 
 if [ -n "$PD_HWM" ] && [ "$PD_HWM" -lt "$RSS_GOAL_MIB" ]; then echo "GOAL peak_rss<${RSS_GOAL_MIB}MiB: PASS (${PD_HWM} MiB)$rss_note"; else echo "GOAL peak_rss<${RSS_GOAL_MIB}MiB: FAIL (${PD_HWM:-NA} MiB)$rss_note"; fi
 
 echo
-for w in "${WL[@]}"; do
+for w in "${WL[@]}" "${XWL[@]}"; do
   echo "RESULT workload=$w mount_s=${BEST[$w/mount]:-FAIL} gocryptfs_s=${BEST[$w/gocryptfs]:-FAIL} plain_s=${BEST[$w/plain]:-FAIL} vs_plain=${VP[$w]} vs_gocryptfs=${VG[$w]}"
 done
 echo "RESULT workload=write_peak_rss mount_mib=${PD_HWM:-NA} gocryptfs_mib=${GC_HWM:-NA} goal_mib=$RSS_GOAL_MIB size_mb=$SIZE_MB mount_anon_mib=${PD_ANON:-NA} mount_file_mib=${PD_FILE:-NA}"
