@@ -26,6 +26,16 @@ func main() {
 			defer func() { pprof.StopCPUProfile(); out.Close() }()
 		}
 	}
+	// PEERDRIVE_MEMPROFILE=FILE writes a heap profile when the run ends
+	// (after a mount's unmount and flush).
+	if f := os.Getenv("PEERDRIVE_MEMPROFILE"); f != "" {
+		defer func() {
+			if out, err := os.Create(f); err == nil {
+				pprof.WriteHeapProfile(out)
+				out.Close()
+			}
+		}()
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "peerdrive: %v\n", err)
 		pprof.StopCPUProfile()
