@@ -10,10 +10,11 @@ import (
 )
 
 // TestClients runs real programs against one mount: rsync with every attribute it can
-// carry, tar through the mount both ways, a git repository with clone and fsck, and a restic
-// repository with a verified backup and restore. It then remounts and checks again.
+// carry, tar through the mount both ways, cp -a both ways, a git repository with clone and
+// fsck, restic and borg repositories with verified backups and restores, GNOME's gio (copy,
+// move, trash, filesystem info) and an sqlite database. It then remounts and checks again.
 func TestClients(t *testing.T) {
-	requireTool(t, "rsync", "tar", "git", "restic", "setfattr", "setfacl", "getfacl", "touch", "stat")
+	requireTool(t, "rsync", "tar", "git", "restic", "borg", "gio", "sqlite3", "cp", "setfattr", "setfacl", "getfacl", "touch", "stat")
 	home := initHome(t, filepath.Join(t.TempDir(), "home"))
 	mnt := t.TempDir()
 	d := startMount(t, home, mnt)
@@ -137,6 +138,97 @@ func TestClients(t *testing.T) {
 		requireSameTree(t, "restic restore", manifest(t, data, manifestOpts{}),
 			manifest(t, filepath.Join(target, data), manifestOpts{}))
 		afterRemount("restic", func(t *testing.T) { resticRunner(t, repo)("check", "--read-data") })
+	})
+
+	t.Run("cp-a", func(t *testing.T) {
+		in := filepath.Join(mnt, "cp-a")
+		mustRun(t, cmdOpts{}, "cp", "-a", src, in)
+		requireSameTree(t, "cp -a into the mount", want, manifest(t, in, manifestOpts{}))
+		requireHardLinked(t, in, "shared/hard-a", "public/hard-b", "hard-c")
+		out := filepath.Join(t.TempDir(), "out")
+		mustRun(t, cmdOpts{}, "cp", "-a", in, out)
+		requireRsyncSame(t, src, out) // xattrs and ACLs too
+		requireSameTree(t, "cp -a out of the mount", want, manifest(t, out, manifestOpts{}))
+		afterRemount("cp-a", func(t *testing.T) { requireRsyncSame(t, src, in) })
+	})
+
+	t.Run("borg", func(t *testing.T) {
+		repo := filepath.Join(mnt, "borg-repo")
+		data := filepath.Join(t.TempDir(), "data")
+		makeSourceTree(t, data)
+		if err := os.WriteFile(filepath.Join(data, "random-8M"), randBytes(8<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		env := []string{"BORG_PASSPHRASE=integration-test", "BORG_BASE_DIR=" + t.TempDir()}
+		borg := func(dir string, args ...string) string {
+			t.Helper()
+			return mustRun(t, cmdOpts{Dir: dir, Env: env, Timeout: 3 * time.Minute}, "borg", args...)
+		}
+		borg("", "init", "--encryption=repokey-blake2", repo)
+		borg("", "create", repo+"::one", data)
+		borg("", "check", "--verify-data", repo)
+		target := t.TempDir()
+		borg(target, "extract", repo+"::one")
+		requireSameTree(t, "borg extract", manifest(t, data, manifestOpts{}),
+			manifest(t, filepath.Join(target, data), manifestOpts{}))
+		afterRemount("borg", func(t *testing.T) {
+			mustRun(t, cmdOpts{Env: env, Timeout: 3 * time.Minute}, "borg", "check", "--verify-data", repo)
+		})
+	})
+
+	t.Run("gio", func(t *testing.T) {
+		dir := newDir(t, mnt, "gio")
+		env := []string{"HOME=" + t.TempDir(), "XDG_DATA_HOME=" + t.TempDir()} // its own trash elsewhere
+		gio := func(args ...string) string { t.Helper(); return mustRun(t, cmdOpts{Env: env}, "gio", args...) }
+		body := randBytes(300_000)
+		local := filepath.Join(t.TempDir(), "doc.bin")
+		if err := os.WriteFile(local, body, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		gio("copy", "--preserve", local, dir+"/")
+		gio("move", filepath.Join(dir, "doc.bin"), filepath.Join(dir, "moved.bin"))
+		if b := readFile(t, filepath.Join(dir, "moved.bin")); string(b) != string(body) {
+			t.Fatalf("gio copy and move: %d bytes back, differ from the %d written", len(b), len(body))
+		}
+		if l := gio("list", dir); strings.TrimSpace(l) != "moved.bin" {
+			t.Errorf("gio list %s: %q, want moved.bin", dir, l)
+		}
+		// A file manager's delete: into the mount's own trash, with its .trashinfo.
+		gio("trash", filepath.Join(dir, "moved.bin"))
+		trashed := filepath.Join(mnt, ".Trash-0", "files", "moved.bin")
+		if b := readFile(t, trashed); string(b) != string(body) {
+			t.Errorf("trashed file %s holds %d bytes, want the %d written", trashed, len(b), len(body))
+		}
+		if info := string(readFile(t, filepath.Join(mnt, ".Trash-0", "info", "moved.bin.trashinfo"))); !strings.Contains(info, "Path=") {
+			t.Errorf("trash info: %q", info)
+		}
+		if fi := gio("info", "-f", "-a", "filesystem::size,filesystem::type", dir); !strings.Contains(fi, "filesystem::size:") {
+			t.Errorf("gio info -f: %q", fi)
+		}
+		afterRemount("gio", func(t *testing.T) {
+			if b := readFile(t, trashed); string(b) != string(body) {
+				t.Errorf("trashed file after remount: %d bytes, want %d", len(b), len(body))
+			}
+		})
+	})
+
+	t.Run("sqlite", func(t *testing.T) {
+		db := filepath.Join(newDir(t, mnt, "sqlite"), "test.db")
+		var sql strings.Builder
+		sql.WriteString("create table t(id integer primary key, v text);\n")
+		for range 300 { // a transaction each: journal created, synced, deleted
+			sql.WriteString("insert into t(v) values(hex(randomblob(300)));\n")
+		}
+		sql.WriteString("begin; update t set v = upper(v) where id % 3 = 0; delete from t where id % 7 = 0; commit;\n")
+		mustRun(t, cmdOpts{Stdin: strings.NewReader(sql.String())}, "sqlite3", db)
+		check := func(t *testing.T) {
+			got := strings.TrimSpace(mustRun(t, cmdOpts{}, "sqlite3", db, "pragma integrity_check; select count(*) from t;"))
+			if got != "ok\n258" {
+				t.Errorf("sqlite integrity_check and row count: %q, want ok and 258", got)
+			}
+		}
+		check(t)
+		afterRemount("sqlite", check)
 	})
 
 	t.Run("acl", func(t *testing.T) {
