@@ -12,9 +12,10 @@ import (
 // TestClients runs real programs against one mount: rsync with every attribute it can
 // carry, tar through the mount both ways, cp -a both ways, a git repository with clone and
 // fsck, restic and borg repositories with verified backups and restores, GNOME's gio (copy,
-// move, trash, filesystem info) and an sqlite database. It then remounts and checks again.
+// move, trash, filesystem info), an sqlite database, and stress-ng's filesystem stressors
+// with verification. It then remounts and checks again.
 func TestClients(t *testing.T) {
-	requireTool(t, "rsync", "tar", "git", "restic", "borg", "gio", "sqlite3", "cp", "setfattr", "setfacl", "getfacl", "touch", "stat")
+	requireTool(t, "rsync", "tar", "git", "restic", "borg", "gio", "sqlite3", "stress-ng", "cp", "setfattr", "setfacl", "getfacl", "touch", "stat")
 	home := initHome(t, filepath.Join(t.TempDir(), "home"))
 	mnt := t.TempDir()
 	d := startMount(t, home, mnt)
@@ -229,6 +230,33 @@ func TestClients(t *testing.T) {
 		}
 		check(t)
 		afterRemount("sqlite", check)
+	})
+
+	t.Run("stress-ng", func(t *testing.T) {
+		// Filesystem stressors side by side, each checking what it reads back (--verify):
+		// odd names (filename: every byte but '/' and NUL), renames, links, xattrs, locks,
+		// mmap, holes. stress-ng exits 0 after a stressor's failures: its fail lines decide.
+		dir := newDir(t, mnt, "stress-ng")
+		for _, stressors := range [][]string{
+			{"--filename", "1"}, // alone: with others beside it, it often gets no CPU for odd names
+			{"--rename", "1", "--link", "1", "--symlink", "1", "--xattr", "1", "--dir", "1",
+				"--dentry", "1", "--fallocate", "1", "--hdd", "1", "--hdd-bytes", "8M", "--lockf", "1",
+				"--fcntl", "1", "--flock", "1", "--mmap", "1", "--mmap-bytes", "8M", "--seek", "1",
+				"--utime", "1", "--chmod", "1", "--chown", "1", "--fpunch", "1", "--getdent", "1",
+				"--sendfile", "1"},
+		} {
+			args := append([]string{"--verify", "--timeout", "3", "--temp-path", dir}, stressors...)
+			out, err := tryRun(cmdOpts{Timeout: 2 * time.Minute}, "stress-ng", args...)
+			var fails []string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, " fail: ") || strings.Contains(l, "failures reached") {
+					fails = append(fails, l)
+				}
+			}
+			if err != nil || len(fails) > 0 {
+				t.Errorf("stress-ng %s: %v; failures:\n%s\n%s", strings.Join(stressors, " "), err, strings.Join(fails, "\n"), tail(out, 20))
+			}
+		}
 	})
 
 	t.Run("acl", func(t *testing.T) {
