@@ -131,7 +131,7 @@ func (f *FS) release(ctx context.Context, ino peerdrive.Ino) error {
 	st.mu.Unlock()
 	f.mu.Unlock()
 	if purge {
-		f.purge(ctx, ino)
+		f.purgeLater(ino)
 	}
 	return err
 }
@@ -160,7 +160,7 @@ func (f *FS) dropped(ctx context.Context, ino peerdrive.Ino, known bool) {
 		return
 	}
 	f.mu.Unlock()
-	f.purge(ctx, ino)
+	f.purgeLater(ino)
 }
 
 // relinked is called when ino got a link again (an O_TMPFILE file linked
@@ -186,7 +186,7 @@ func (f *FS) forgotten(ino peerdrive.Ino) {
 	}
 	delete(f.unlinked, ino)
 	f.mu.Unlock()
-	f.purge(context.Background(), ino)
+	f.purgeLater(ino)
 }
 
 // purge deletes the unlinked ino and its data. A failure only leaves an
@@ -194,6 +194,49 @@ func (f *FS) forgotten(ino peerdrive.Ino) {
 func (f *FS) purge(ctx context.Context, ino peerdrive.Ino) {
 	if err := f.tree.Purge(ctx, ino); err != nil {
 		f.log.Warn("purge of unlinked inode failed", "ino", ino, "err", err)
+	}
+}
+
+const (
+	// purgeWait is how long a purge waits for others to share its
+	// transaction; purgeBatch bounds the inodes of one.
+	purgeWait  = 2 * time.Millisecond
+	purgeBatch = 64
+)
+
+// purgeLater purges ino within purgeWait, in one store transaction with
+// the purges that come meanwhile: rm -rf would otherwise commit once per
+// file. A write that finds the disk or the quota full runs them at once.
+func (f *FS) purgeLater(ino peerdrive.Ino) {
+	f.purgeMu.Lock()
+	f.purges = append(f.purges, ino)
+	n := len(f.purges)
+	f.purgeMu.Unlock()
+	switch {
+	case n >= purgeBatch:
+		f.runPurges()
+	case n == 1:
+		time.AfterFunc(purgeWait, f.runPurges)
+	}
+}
+
+// runPurges purges the inodes waiting, in one transaction, or one by one
+// if that fails (each then gets its own log line).
+func (f *FS) runPurges() {
+	f.purgeRun.Lock()
+	defer f.purgeRun.Unlock()
+	f.purgeMu.Lock()
+	inos := f.purges
+	f.purges = nil
+	f.purgeMu.Unlock()
+	if len(inos) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if err := f.tree.Purge(ctx, inos...); err != nil {
+		for _, ino := range inos {
+			f.purge(ctx, ino)
+		}
 	}
 }
 
@@ -265,10 +308,7 @@ func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int6
 	if f.opts.ReadOnly {
 		return 0, ErrReadOnly
 	}
-	if err := f.db.CheckSpace(int64(len(data))); err != nil {
-		return 0, err
-	}
-	if err := f.checkQuota(int64(len(data))); err != nil {
+	if err := f.checkSpace(int64(len(data))); err != nil {
 		return 0, err
 	}
 	if f.opts.Admit != nil {
@@ -728,6 +768,29 @@ func (f *FS) forgetIfIdle(st *fileState) {
 	if st.opens <= 0 && len(st.dirty) == 0 && len(st.sealing) == 0 && f.files[st.ino] == st {
 		delete(f.files, st.ino)
 	}
+}
+
+// checkSpace refuses a write of n bytes if the disk or the quota is full,
+// after the purges that wait have freed what they hold.
+func (f *FS) checkSpace(n int64) error {
+	check := func() error {
+		if err := f.db.CheckSpace(n); err != nil {
+			return err
+		}
+		return f.checkQuota(n)
+	}
+	err := check()
+	if err != nil && f.pendingPurges() {
+		f.runPurges()
+		err = check()
+	}
+	return err
+}
+
+func (f *FS) pendingPurges() bool {
+	f.purgeMu.Lock()
+	defer f.purgeMu.Unlock()
+	return len(f.purges) > 0
 }
 
 func (f *FS) checkQuota(n int64) error {

@@ -70,6 +70,12 @@ type FS struct {
 	aheadMu  sync.Mutex
 	aheadOff bool // set by Close: no new read-ahead
 	bufs     sync.Pool
+
+	// Purges of unlinked inodes wait up to purgeWait to go in one store
+	// transaction (purgeLater).
+	purgeMu  sync.Mutex
+	purges   []peerdrive.Ino
+	purgeRun sync.Mutex // held while a batch runs
 }
 
 // New returns the FUSE view of t.
@@ -300,8 +306,9 @@ func (f *FS) Close(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	for ino := range unlinked {
-		f.purge(ctx, ino)
+		f.purgeLater(ino)
 	}
+	f.runPurges()
 	if serr := f.tree.Sync(ctx); err == nil {
 		err = serr
 	}

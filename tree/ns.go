@@ -226,7 +226,13 @@ func (t *Tree) Link(ctx context.Context, dir peerdrive.Ino, name string, ino pee
 func (t *Tree) Unlink(ctx context.Context, dir peerdrive.Ino, name string) (peerdrive.Ino, peerdrive.Inode, error) {
 	var ino peerdrive.Ino
 	var out peerdrive.Inode
-	err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+	// Staged like a create (Mknode): rm -rf costs no commit per file on the
+	// caller's path; the purge of the inode, or the next commit, takes it.
+	write := t.update
+	if t.db.Staged() < maxStaged {
+		write = t.stageUpdate
+	}
+	err := write(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		var d peerdrive.Dirent
 		if err := t.lookup(tx, dir, name, &d); err != nil {
 			return err
@@ -424,40 +430,49 @@ func (t *Tree) Orphans(ctx context.Context) ([]peerdrive.Ino, error) {
 // Purge deletes the orphan ino: its record, chunk map, chunks no longer
 // referenced, and extended attributes. Purging an inode that still has links
 // is refused.
-func (t *Tree) Purge(ctx context.Context, ino peerdrive.Ino) error {
+func (t *Tree) Purge(ctx context.Context, inos ...peerdrive.Ino) error {
 	return t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
-		e, err := t.load(ino)
-		if errors.Is(err, ErrNotFound) {
-			return tx.Delete(inoKey(tagOrphan, ino))
-		}
-		if err != nil {
-			return err
-		}
-		t.snap(ino) // for rollback: it leaves the cache below
-		if e.ino.Nlink > 0 {
-			return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
-		}
-		if _, err := t.dropChunks(tx, ino, 0); err != nil {
-			return err
-		}
-		var xkeys [][]byte
-		if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
-			xkeys = append(xkeys, append([]byte(nil), k...))
-			return true, nil
-		}); err != nil {
-			return err
-		}
-		for _, k := range xkeys {
-			if err := tx.Delete(k); err != nil {
+		for _, ino := range inos {
+			if err := t.purge(tx, touched, ino); err != nil {
 				return err
 			}
 		}
-		if err := tx.Delete(inoKey(tagInode, ino)); err != nil {
+		return nil
+	})
+}
+
+func (t *Tree) purge(tx *store.Txn, touched map[peerdrive.Ino]bool, ino peerdrive.Ino) error {
+	e, err := t.load(ino)
+	if errors.Is(err, ErrNotFound) {
+		return tx.Delete(inoKey(tagOrphan, ino))
+	}
+	if err != nil {
+		return err
+	}
+	t.snap(ino) // for rollback: it leaves the cache below
+	if e.ino.Nlink > 0 {
+		return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
+	}
+	if _, err := t.dropChunks(tx, ino, 0); err != nil {
+		return err
+	}
+	var xkeys [][]byte
+	if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
+		xkeys = append(xkeys, append([]byte(nil), k...))
+		return true, nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range xkeys {
+		if err := tx.Delete(k); err != nil {
 			return err
 		}
-		delete(t.cache, ino)
-		delete(touched, ino)
-		t.stats.Inodes--
-		return tx.Delete(inoKey(tagOrphan, ino))
-	})
+	}
+	if err := tx.Delete(inoKey(tagInode, ino)); err != nil {
+		return err
+	}
+	delete(t.cache, ino)
+	delete(touched, ino)
+	t.stats.Inodes--
+	return tx.Delete(inoKey(tagOrphan, ino))
 }

@@ -199,3 +199,45 @@ func TestStagedCreates(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeMany: one Purge takes several unlinked inodes in one
+// transaction (fs batches them); if one of them cannot go (it has a link
+// again), none goes.
+func TestPurgeMany(t *testing.T) {
+	ctx := context.Background()
+	tr, db := openTestTree(t, t.TempDir())
+	defer db.Close()
+	var inos []peerdrive.Ino
+	for _, name := range []string{"a", "b", "c", "kept"} {
+		ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, name, peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inos = append(inos, ino)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		if _, _, err := tr.Unlink(ctx, peerdrive.RootIno, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := tr.Stats().Inodes
+	if err := tr.Purge(ctx, inos...); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("purge of a batch with a linked inode: %v, want ErrInvalid", err)
+	}
+	for _, ino := range inos {
+		if _, err := tr.Inode(ctx, ino); err != nil {
+			t.Fatalf("inode %d after a failed batch: %v", ino, err)
+		}
+	}
+	if err := tr.Purge(ctx, inos[:3]...); err != nil {
+		t.Fatal(err)
+	}
+	for _, ino := range inos[:3] {
+		if _, err := tr.Inode(ctx, ino); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("inode %d after purge: %v, want ErrNotFound", ino, err)
+		}
+	}
+	if got := tr.Stats().Inodes; got != before-3 {
+		t.Fatalf("%d inodes after purging 3 of %d", got, before)
+	}
+}
