@@ -136,10 +136,11 @@ func (t *Tree) CommitFiles(ctx context.Context, files []FileChunks) error {
 	})
 }
 
-// addAlloc changes in's count of data bytes by delta, if it is known.
+// addAlloc changes in's count of data bytes by delta, if it is known. A
+// count that would go below nothing is wrong: it becomes unknown (0).
 func addAlloc(in *peerdrive.Inode, delta int64) {
 	if in.Alloc > 0 {
-		in.Alloc = uint64(max(int64(in.Alloc)+delta, 1))
+		in.Alloc = uint64(max(int64(in.Alloc)+delta, 0))
 	}
 }
 
