@@ -125,11 +125,7 @@ func TestClients(t *testing.T) {
 
 	t.Run("restic", func(t *testing.T) {
 		repo := filepath.Join(mnt, "restic-repo")
-		data := filepath.Join(t.TempDir(), "data")
-		makeSourceTree(t, data)
-		if err := os.WriteFile(filepath.Join(data, "random-20M"), randBytes(20<<20), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		data := backupData(t, 20<<20)
 		restic := resticRunner(t, repo)
 		restic("init")
 		restic("backup", "--host", "itest", data)
@@ -155,11 +151,7 @@ func TestClients(t *testing.T) {
 
 	t.Run("borg", func(t *testing.T) {
 		repo := filepath.Join(mnt, "borg-repo")
-		data := filepath.Join(t.TempDir(), "data")
-		makeSourceTree(t, data)
-		if err := os.WriteFile(filepath.Join(data, "random-8M"), randBytes(8<<20), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		data := backupData(t, 8<<20)
 		env := []string{"BORG_PASSPHRASE=integration-test", "BORG_BASE_DIR=" + t.TempDir()}
 		borg := func(dir string, args ...string) string {
 			t.Helper()
@@ -342,6 +334,17 @@ func TestClients(t *testing.T) {
 		t.Run("remount-"+r.name, r.fn)
 	}
 	d.Stop(t)
+}
+
+// backupData makes what a backup program saves: the source tree and a file of n random bytes.
+func backupData(t *testing.T, n int) string {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	makeSourceTree(t, data)
+	if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("random-%dM", n>>20)), randBytes(n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // makeSourceTree builds the tree the clients copy: files of several sizes and modes, an
