@@ -453,15 +453,21 @@ func (t *Tree) purge(tx *store.Txn, touched map[peerdrive.Ino]bool, ino peerdriv
 	if e.ino.Nlink > 0 {
 		return fmt.Errorf("purge inode %d with %d links: %w", ino, e.ino.Nlink, ErrInvalid)
 	}
-	if _, err := t.dropChunks(tx, ino, 0); err != nil {
-		return err
+	// Each look through a prefix costs a store iterator: skip the ones
+	// the cache knows are empty (rm -rf of files made this session).
+	if !e.noChunks {
+		if _, err := t.dropChunks(tx, ino, 0); err != nil {
+			return err
+		}
 	}
 	var xkeys [][]byte
-	if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
-		xkeys = append(xkeys, append([]byte(nil), k...))
-		return true, nil
-	}); err != nil {
-		return err
+	if !e.noXattrs {
+		if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
+			xkeys = append(xkeys, append([]byte(nil), k...))
+			return true, nil
+		}); err != nil {
+			return err
+		}
 	}
 	for _, k := range xkeys {
 		if err := tx.Delete(k); err != nil {
