@@ -366,11 +366,12 @@ func (f *FS) writeData(ctx context.Context, ino peerdrive.Ino, data []byte, off 
 	}
 	if pos > off {
 		now := tree.Now()
-		_, terr := f.tree.Touch(ino, func(in *peerdrive.Inode) {
+		_, terr := f.tree.Touch(ino, func(in *peerdrive.Inode) bool {
 			if uint64(pos) > in.Size {
 				in.Size = uint64(pos)
 			}
 			in.Mtime, in.Ctime = now, now
+			return true
 		})
 		if err == nil {
 			err = terr
@@ -835,10 +836,12 @@ func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
 
 // killSuidSgidOf applies killSuidSgid to the inode ino.
 func (f *FS) killSuidSgidOf(ino peerdrive.Ino) {
-	_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) {
-		if killSuidSgid(in) {
-			in.Ctime = tree.Now()
+	_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) bool {
+		if !killSuidSgid(in) {
+			return false
 		}
+		in.Ctime = tree.Now()
+		return true
 	})
 }
 

@@ -97,11 +97,12 @@ func (n *node) accessed() {
 	}
 	now := tree.Now()
 	updated := false
-	_, err := n.fsys.tree.Touch(n.ino(), func(in *peerdrive.Inode) {
-		if in.Atime <= in.Mtime || in.Atime <= in.Ctime || now-in.Atime >= int64(24*time.Hour) {
+	_, err := n.fsys.tree.Touch(n.ino(), func(in *peerdrive.Inode) bool {
+		updated = in.Atime <= in.Mtime || in.Atime <= in.Ctime || now-in.Atime >= int64(24*time.Hour)
+		if updated {
 			in.Atime = now
-			updated = true
 		}
+		return updated
 	})
 	if err == nil && updated {
 		// The kernel keeps attributes for seconds: make it ask again.

@@ -168,7 +168,7 @@ func BenchmarkSyncManyCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; b.Loop(); i++ {
-		if _, err := tr.Touch(ino, func(in *peerdrive.Inode) { in.Size = uint64(i) }); err != nil {
+		if _, err := tr.Touch(ino, func(in *peerdrive.Inode) bool { in.Size = uint64(i); return true }); err != nil {
 			b.Fatal(err)
 		}
 		if err := tr.Sync(ctx); err != nil {

@@ -574,16 +574,19 @@ func (t *Tree) markDirty(ino peerdrive.Ino, e *entry) {
 
 // Touch changes ino's attributes in memory only; they are written by the
 // next Flush, Sync or change of the inode. For the write path, where size
-// and times change on every call.
-func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode)) (peerdrive.Inode, error) {
+// and times change on every call, and for changes made on a condition
+// (atime on a read): fn reports whether it changed anything, and an inode
+// it left alone is not marked for writing.
+func (t *Tree) Touch(ino peerdrive.Ino, fn func(*peerdrive.Inode) bool) (peerdrive.Inode, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, err := t.load(ino)
 	if err != nil {
 		return peerdrive.Inode{}, err
 	}
-	fn(&e.ino)
-	t.markDirty(ino, e)
+	if fn(&e.ino) {
+		t.markDirty(ino, e)
+	}
 	return e.ino, nil
 }
 

@@ -241,3 +241,40 @@ func TestPurgeMany(t *testing.T) {
 		t.Fatalf("%d inodes after purging 3 of %d", got, before)
 	}
 }
+
+// TestTouchUnchanged: a Touch whose fn changes nothing (a read that leaves
+// atime alone) leaves the inode clean, for Flush to skip; one that changes
+// it marks it.
+func TestTouchUnchanged(t *testing.T) {
+	ctx := context.Background()
+	tr, db := openTestTree(t, t.TempDir())
+	defer db.Close()
+	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dirty := func() bool {
+		tr.mu.RLock()
+		defer tr.mu.RUnlock()
+		_, ok := tr.dirty[ino]
+		return ok || tr.cache[ino].dirty
+	}
+	for _, c := range []struct {
+		changed bool
+	}{{false}, {true}} {
+		if _, err := tr.Touch(ino, func(in *peerdrive.Inode) bool {
+			if c.changed {
+				in.Atime++
+			}
+			return c.changed
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := dirty(); got != c.changed {
+			t.Fatalf("Touch that changed %v: dirty %v", c.changed, got)
+		}
+	}
+}
