@@ -466,13 +466,20 @@ func (f *FS) sealBatch(batch []sealJob) {
 		}
 	}
 	for i, j := range batch {
-		if c := files[i].Chunks[0]; errs[i] == nil && j.buf.loaded && !c.Hole {
-			// The next read or partial write of this chunk would read
-			// and decrypt it again: keep its plaintext at hand.
-			f.tree.KeepChunk(c.ID, (*j.buf.data)[:j.buf.n])
+		if errs[i] == nil {
+			f.keepRewritten(files[i].Chunks[0], j.buf)
 		}
 		f.tree.Recycle(&files[i].Chunks[0])
 		f.sealed(j, errs[i])
+	}
+}
+
+// keepRewritten keeps the plaintext of b, just committed as s, if b was a
+// partial rewrite of a stored chunk: the next read or partial write of the
+// chunk would read and decrypt it again.
+func (f *FS) keepRewritten(s tree.Sealed, b *chunkBuf) {
+	if b.loaded && !s.Hole {
+		f.tree.KeepChunk(s.ID, (*b.data)[:b.n])
 	}
 }
 
@@ -543,9 +550,7 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 	if err == nil {
 		for _, s := range sealed {
 			b := st.dirty[s.Idx]
-			if b.loaded && !s.Hole {
-				f.tree.KeepChunk(s.ID, (*b.data)[:b.n]) // as in sealBatch
-			}
+			f.keepRewritten(s, b)
 			delete(st.dirty, s.Idx)
 			f.freeBuf(b)
 		}

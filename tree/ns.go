@@ -72,8 +72,8 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 	// commit, which for a file written at once is its data's. A directory
 	// commits at once (its parent's link count changes with it).
 	write := t.update
-	if !isDir(in.Mode) && t.db.Staged() < maxStaged {
-		write = t.stageUpdate
+	if !isDir(in.Mode) {
+		write = t.stageIfRoom()
 	}
 	err := write(ctx, 1024+xattrBytes(xattrs), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		pe, err := t.load(dir)
@@ -228,11 +228,7 @@ func (t *Tree) Unlink(ctx context.Context, dir peerdrive.Ino, name string) (peer
 	var out peerdrive.Inode
 	// Staged like a create (Mknode): rm -rf costs no commit per file on the
 	// caller's path; the purge of the inode, or the next commit, takes it.
-	write := t.update
-	if t.db.Staged() < maxStaged {
-		write = t.stageUpdate
-	}
-	err := write(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+	err := t.stageIfRoom()(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		var d peerdrive.Dirent
 		if err := t.lookup(tx, dir, name, &d); err != nil {
 			return err

@@ -397,6 +397,15 @@ func (t *Tree) stageUpdate(ctx context.Context, need int64, fn func(tx *store.Tx
 	return t.write(ctx, need, true, fn)
 }
 
+// stageIfRoom returns stageUpdate while fewer than maxStaged keys wait
+// staged, else update (which commits them with its own writes).
+func (t *Tree) stageIfRoom() func(context.Context, int64, func(*store.Txn, map[peerdrive.Ino]bool) error) error {
+	if t.db.Staged() < maxStaged {
+		return t.stageUpdate
+	}
+	return t.update
+}
+
 const (
 	// stageDelay bounds how long a staged write waits for the next update
 	// (the gatherer commits new files' data within milliseconds).
