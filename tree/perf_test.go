@@ -108,12 +108,7 @@ func TestSetAttrWrittenBySync(t *testing.T) {
 // read-ahead) all get its bytes, after a prefetch or without one.
 func TestReadChunkConcurrent(t *testing.T) {
 	ctx := context.Background()
-	tr, db := openTestTree(t, t.TempDir())
-	defer db.Close()
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr, ino := openTreeWithFile(t)
 	plain := bytes.Repeat([]byte("0123456789abcdef"), peerdrive.ChunkSize/16)
 	if err := tr.Commit(ctx, ino, []Sealed{tr.Seal(0, plain), tr.Seal(1, plain[:100])}); err != nil {
 		t.Fatal(err)

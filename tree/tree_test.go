@@ -27,6 +27,19 @@ func openTestTree(t testing.TB, dir string) (*Tree, *store.DB) {
 	return tr, db
 }
 
+// openTreeWithFile opens a tree in a new directory, with one empty regular
+// file, f, in its root; the store closes when the test ends.
+func openTreeWithFile(t testing.TB) (*Tree, peerdrive.Ino) {
+	t.Helper()
+	tr, db := openTestTree(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	ino, _, err := tr.Mknode(context.Background(), peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, ino
+}
+
 // TestFlushManyDirty: the attributes of more open files than one store
 // transaction holds are all written, and none is lost on the way.
 func TestFlushManyDirty(t *testing.T) {
@@ -247,12 +260,7 @@ func TestPurgeMany(t *testing.T) {
 // it marks it.
 func TestTouchUnchanged(t *testing.T) {
 	ctx := context.Background()
-	tr, db := openTestTree(t, t.TempDir())
-	defer db.Close()
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr, ino := openTreeWithFile(t)
 	if err := tr.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
