@@ -354,7 +354,9 @@ func (f *FS) fileStates(unlinked bool) []*fileState {
 	return states
 }
 
-// FlushAll seals the dirty data of every open file into the store.
+// FlushAll seals the dirty data of every open file into the store, and
+// runs the purges of unlinked files that wait to share a transaction
+// (purgeLater): a snapshot taken next must not keep their data.
 func (f *FS) FlushAll(ctx context.Context) error {
 	var first error
 	for _, st := range f.fileStates(false) {
@@ -362,6 +364,7 @@ func (f *FS) FlushAll(ctx context.Context) error {
 			first = err
 		}
 	}
+	f.runPurges()
 	return first
 }
 
