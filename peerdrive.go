@@ -8,9 +8,14 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// FormatVersion is the version of the on-disk format this code writes and
-// reads (docs/format.md).
-const FormatVersion = 1
+// FormatVersion is the version of the on-disk format this code writes
+// (docs/format.md). It reads every version from OldestFormatVersion on.
+const FormatVersion = 2
+
+// OldestFormatVersion is the oldest on-disk format this code reads. Version
+// 1 differs from 2 only in lacking chunk envelope 0x02; a version 1 store
+// opened for writing is upgraded by rewriting its format record.
+const OldestFormatVersion = 1
 
 // ChunkSize is the largest plaintext a chunk holds: file data is cut at
 // multiples of ChunkSize from the start of the file.

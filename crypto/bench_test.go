@@ -17,37 +17,45 @@ func sizeName(n int) string {
 	return fmt.Sprintf("%dKiB", n>>10)
 }
 
+// chunkVersions are the chunk envelopes the benchmarks compare: v1
+// (XChaCha20-Poly1305) and v2 (XAES-256-GCM), whatever this CPU seals with.
+var chunkVersions = []byte{envelopeV1, envelopeV2}
+
 func BenchmarkSealChunk(b *testing.B) {
-	k := DeriveKeys(testDriveKey())
-	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
-			plain := make([]byte, size)
-			dst := make([]byte, 0, size+ChunkOverhead)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				dst = k.SealChunk(dst[:0], plain)
-			}
-		})
+	for _, v := range chunkVersions {
+		k := sealingChunks(DeriveKeys(testDriveKey()), v)
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("v%d/%s", v, sizeName(size)), func(b *testing.B) {
+				plain := make([]byte, size)
+				dst := make([]byte, 0, size+ChunkOverhead)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					dst = k.SealChunk(dst[:0], plain)
+				}
+			})
+		}
 	}
 }
 
 func BenchmarkOpenChunk(b *testing.B) {
-	k := DeriveKeys(testDriveKey())
-	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
-			sealed := k.SealChunk(nil, make([]byte, size))
-			dst := make([]byte, 0, size)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				var err error
-				dst, err = k.OpenChunk(dst[:0], sealed)
-				if err != nil {
-					b.Fatal(err)
+	for _, v := range chunkVersions {
+		k := sealingChunks(DeriveKeys(testDriveKey()), v)
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("v%d/%s", v, sizeName(size)), func(b *testing.B) {
+				sealed := k.SealChunk(nil, make([]byte, size))
+				dst := make([]byte, 0, size)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					var err error
+					dst, err = k.OpenChunk(dst[:0], sealed)
+					if err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -4,19 +4,34 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// update regenerates testdata/golden-v1.json and the fuzz seed corpora:
+// update writes the golden files that are missing and rewrites the fuzz
+// seed corpora:
 //
 //	go test -run 'TestGolden|TestFuzzSeeds' -update ./crypto/
-var update = flag.Bool("update", false, "rewrite testdata/golden-v1.json and the fuzz seed corpora")
+//
+// A golden file, once committed, is never rewritten: it pins a released
+// format.
+var update = flag.Bool("update", false, "write missing testdata/golden-*.json and rewrite the fuzz seed corpora")
 
-const goldenPath = "testdata/golden-v1.json"
+const (
+	goldenPath        = "testdata/golden-v1.json"
+	goldenChunkV2Path = "testdata/golden-chunk-v2.json"
+)
+
+// missing reports whether path does not exist.
+func missing(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
+}
 
 // golden pins format version 1: the key derivation, the envelopes and the
 // hashes. If this test fails, the on-disk format changed; bump the version
@@ -47,7 +62,7 @@ func TestGolden(t *testing.T) {
 	name := k.NameHash(1, "hello")
 	cid := ContentID([]byte("hello"))
 
-	if *update {
+	if *update && missing(goldenPath) {
 		g := golden{
 			Comment:        "PeerDrive crypto format v1. Drive key is bytes 0..31; hashes are of \"hello\" (NameHash with parent 1). Sealed values are hex. Do not edit: a mismatch means the format changed.",
 			DriveKey:       hex.EncodeToString(dk[:]),
@@ -55,7 +70,7 @@ func TestGolden(t *testing.T) {
 			NameHash1Hello: hex.EncodeToString(name[:]),
 			ContentIDHello: hex.EncodeToString(cid[:]),
 			ChunkPlain:     goldenChunkPlain,
-			SealedChunk:    hex.EncodeToString(k.SealChunk(nil, []byte(goldenChunkPlain))),
+			SealedChunk:    hex.EncodeToString(sealingChunks(k, envelopeV1).SealChunk(nil, []byte(goldenChunkPlain))),
 			RecordAD:       goldenRecordAD,
 			RecordPlain:    goldenRecordPlain,
 			SealedRecord:   hex.EncodeToString(k.SealRecord(nil, []byte(goldenRecordAD), []byte(goldenRecordPlain))),
@@ -106,6 +121,67 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// goldenChunkV2 pins the version 2 chunk envelope (XAES-256-GCM) under the
+// keys of the test drive key.
+type goldenChunkV2 struct {
+	Comment     string `json:"comment"`
+	DriveKey    string `json:"drive_key"`
+	ChunkPlain  string `json:"chunk_plain"`
+	SealedChunk string `json:"sealed_chunk"`
+}
+
+func TestGoldenChunkV2(t *testing.T) {
+	dk := testDriveKey()
+	k := DeriveKeys(dk)
+	if *update && missing(goldenChunkV2Path) {
+		g := goldenChunkV2{
+			Comment:     "PeerDrive chunk envelope v2 (XAES-256-GCM, key HKDF info peerdrive/v2/chunk). Drive key is bytes 0..31. Do not edit: a mismatch means the format changed.",
+			DriveKey:    hex.EncodeToString(dk[:]),
+			ChunkPlain:  goldenChunkPlain,
+			SealedChunk: hex.EncodeToString(sealingChunks(k, envelopeV2).SealChunk(nil, []byte(goldenChunkPlain))),
+		}
+		data, err := json.MarshalIndent(g, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(goldenChunkV2Path, append(data, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := readGoldenChunkV2(t)
+	if g.DriveKey != hex.EncodeToString(dk[:]) {
+		t.Fatalf("golden drive key %s is not bytes 0..31", g.DriveKey)
+	}
+	chunk := mustHex(t, g.SealedChunk)
+	if len(chunk) != len(g.ChunkPlain)+ChunkOverhead || chunk[0] != 0x02 {
+		t.Errorf("golden chunk has the wrong layout")
+	}
+	// Whatever this CPU seals with, it opens both versions.
+	for _, v := range []byte{envelopeV1, envelopeV2} {
+		plain, err := sealingChunks(k, v).OpenChunk(nil, chunk)
+		if err != nil {
+			t.Errorf("OpenChunk(golden v2) with keys sealing v%d: %v", v, err)
+		} else if string(plain) != g.ChunkPlain {
+			t.Errorf("OpenChunk(golden v2) = %q, want %q", plain, g.ChunkPlain)
+		}
+	}
+}
+
+func readGoldenChunkV2(t testing.TB) goldenChunkV2 {
+	t.Helper()
+	data, err := os.ReadFile(goldenChunkV2Path)
+	if err != nil {
+		t.Fatalf("%v (generate with -update)", err)
+	}
+	var g goldenChunkV2
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&g); err != nil {
+		t.Fatalf("%s: %v", goldenChunkV2Path, err)
+	}
+	return g
+}
+
 func readGolden(t testing.TB) golden {
 	t.Helper()
 	data, err := os.ReadFile(goldenPath)
@@ -135,6 +211,7 @@ func mustHex(t testing.TB, s string) []byte {
 func fuzzSeeds(t testing.TB) map[string]map[string][][]byte {
 	g := readGolden(t)
 	chunk := mustHex(t, g.SealedChunk)
+	chunk2 := mustHex(t, readGoldenChunkV2(t).SealedChunk)
 	record := mustHex(t, g.SealedRecord)
 	id1 := mustIdentity(t, testIdentity1)
 	id2 := mustIdentity(t, testIdentity2)
@@ -155,6 +232,9 @@ func fuzzSeeds(t testing.TB) map[string]map[string][][]byte {
 			"min-length":  one(chunk[:ChunkOverhead]),
 			"version-2":   one(append([]byte{0x02}, chunk[1:]...)),
 			"flipped-tag": one(flipByte(chunk, len(chunk)-1)),
+			"valid-v2":    one(chunk2),
+			"v2-as-v1":    one(append([]byte{0x01}, chunk2[1:]...)),
+			"v2-flipped":  one(flipByte(chunk2, len(chunk2)-1)),
 		},
 		"FuzzOpenRecord": {
 			"valid":     {[]byte(g.RecordAD), record},

@@ -12,18 +12,24 @@ import (
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/sys/cpu"
 )
 
-// Envelope layout constants, version 1.
+// Envelope layout constants (docs/format.md §3). Both versions have the
+// same layout and differ in the AEAD.
 const (
-	envelopeV1 = 0x01
-	nonceSize  = chacha20poly1305.NonceSizeX // 24
-	tagSize    = chacha20poly1305.Overhead   // 16
+	envelopeV1 = 0x01                        // XChaCha20-Poly1305
+	envelopeV2 = 0x02                        // XAES-256-GCM, chunks only
+	nonceSize  = chacha20poly1305.NonceSizeX // 24, as xaesNonceSize
+	tagSize    = chacha20poly1305.Overhead   // 16, as GCM's
 	headerSize = 1 + nonceSize
 )
 
+// Compile-time checks that XAES-256-GCM fits the same layout.
+var _ = [1]struct{}{}[nonceSize-xaesNonceSize]
+
 // ChunkOverhead is the number of bytes [Keys.SealChunk] adds to a plaintext:
-// a version byte, a 24-byte nonce and a 16-byte tag.
+// a version byte, a 24-byte nonce and a 16-byte tag, in either version.
 const ChunkOverhead = 41
 
 // RecordOverhead is the number of bytes [Keys.SealRecord] adds to a
@@ -39,41 +45,67 @@ var (
 // HKDF info strings; each derived key has exactly one purpose.
 const (
 	infoChunk  = "peerdrive/v1/chunk"
+	infoChunk2 = "peerdrive/v2/chunk"
 	infoRecord = "peerdrive/v1/record"
 	infoDedup  = "peerdrive/v1/dedup"
 	infoName   = "peerdrive/v1/name"
 )
 
-// chunkAD is the additional data of every version 1 chunk. Read-only.
-var chunkAD = []byte{envelopeV1}
+// The additional data of every chunk of each version. Read-only.
+var (
+	chunkAD  = []byte{envelopeV1}
+	chunkAD2 = []byte{envelopeV2}
+)
 
-// Keys holds the working keys derived from a [DriveKey]: an AEAD for chunks,
-// an AEAD for records, and keyed hashers for deduplication and names.
+// Keys holds the working keys derived from a [DriveKey]: the AEADs of both
+// chunk envelope versions, an AEAD for records, and keyed hashers for
+// deduplication and names.
 //
 // A Keys is safe for concurrent use by multiple goroutines. Create one with
 // [DeriveKeys] and share it; do not copy it.
 type Keys struct {
-	chunk  cipher.AEAD
-	record cipher.AEAD
-	dedup  hasherPool
-	name   hasherPool
+	chunk      cipher.AEAD // envelope version 1
+	chunk2     cipher.AEAD // envelope version 2
+	chunkWrite byte        // the envelope version SealChunk writes
+	record     cipher.AEAD
+	dedup      hasherPool
+	name       hasherPool
+}
+
+// hardwareAESGCM reports whether this CPU has instructions for both AES and
+// GCM's carry-less multiplication. Without them Go's AES-GCM is slower than
+// XChaCha20-Poly1305 and not constant-time.
+func hardwareAESGCM() bool {
+	return cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ ||
+		cpu.ARM64.HasAES && cpu.ARM64.HasPMULL ||
+		cpu.S390X.HasAES && cpu.S390X.HasAESGCM
 }
 
 // DeriveKeys derives the working keys from dk. Each key is
 // HKDF-SHA256(dk, salt = nil, info = "peerdrive/v1/" + purpose) for the
-// purposes "chunk", "record", "dedup" and "name".
+// purposes "chunk", "record", "dedup" and "name", and "peerdrive/v2/chunk"
+// for version 2 chunks. New chunks are sealed in version 2 (XAES-256-GCM)
+// on CPUs with AES-GCM instructions and in version 1 (XChaCha20-Poly1305)
+// elsewhere; both versions open everywhere.
 func DeriveKeys(dk DriveKey) *Keys {
 	chunkKey := deriveKey(dk, infoChunk)
+	chunkKey2 := deriveKey(dk, infoChunk2)
 	recordKey := deriveKey(dk, infoRecord)
 	dedupKey := deriveKey(dk, infoDedup)
 	nameKey := deriveKey(dk, infoName)
 	k := &Keys{
-		chunk:  newAEAD(chunkKey),
-		record: newAEAD(recordKey),
+		chunk:      newAEAD(chunkKey),
+		chunk2:     newXAES(chunkKey2),
+		chunkWrite: envelopeV1,
+		record:     newAEAD(recordKey),
+	}
+	if hardwareAESGCM() {
+		k.chunkWrite = envelopeV2
 	}
 	k.dedup.init(dedupKey)
 	k.name.init(nameKey)
 	clear(chunkKey[:])
+	clear(chunkKey2[:])
 	clear(recordKey[:])
 	return k
 }
@@ -101,22 +133,32 @@ func newAEAD(key [KeySize]byte) cipher.AEAD {
 	return a
 }
 
-// SealChunk encrypts and authenticates plain as a version 1 chunk envelope
-// and appends it to dst, returning the extended slice (dst may be nil). The
+// SealChunk encrypts and authenticates plain as a chunk envelope (version 2
+// where the CPU has AES-GCM instructions, else version 1) and appends it to
+// dst, returning the extended slice (dst may be nil). The
 // result is len(plain)+[ChunkOverhead] bytes longer than dst. Each call uses
 // a fresh random nonce, so sealing the same plaintext twice gives different
 // envelopes. plain must not overlap the appended bytes.
 func (k *Keys) SealChunk(dst, plain []byte) []byte {
-	return seal(k.chunk, dst, plain, chunkAD)
+	if k.chunkWrite == envelopeV2 {
+		return seal(k.chunk2, envelopeV2, dst, plain, chunkAD2)
+	}
+	return seal(k.chunk, envelopeV1, dst, plain, chunkAD)
 }
 
-// OpenChunk authenticates and decrypts a chunk envelope made by
-// [Keys.SealChunk] and appends the plaintext to dst, returning the extended
+// OpenChunk authenticates and decrypts a chunk envelope of either version
+// made by [Keys.SealChunk] and appends the plaintext to dst, returning the extended
 // slice. Any failure (wrong key, altered or truncated envelope, unknown
 // version) returns an error wrapping [ErrCorrupt]. dst must not overlap
 // sealed; on failure the spare capacity of dst may have been overwritten.
 func (k *Keys) OpenChunk(dst, sealed []byte) ([]byte, error) {
-	out, err := open(k.chunk, dst, sealed, chunkAD)
+	var out []byte
+	var err error
+	if len(sealed) > 0 && sealed[0] == envelopeV2 {
+		out, err = open(k.chunk2, envelopeV2, dst, sealed, chunkAD2)
+	} else {
+		out, err = open(k.chunk, envelopeV1, dst, sealed, chunkAD)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("crypto: open chunk: %w", err)
 	}
@@ -130,7 +172,7 @@ func (k *Keys) OpenChunk(dst, sealed []byte) ([]byte, error) {
 // [RecordOverhead] bytes longer than dst. plain must not overlap the appended
 // bytes.
 func (k *Keys) SealRecord(dst, ad, plain []byte) []byte {
-	return seal(k.record, dst, plain, recordAD(ad))
+	return seal(k.record, envelopeV1, dst, plain, recordAD(ad))
 }
 
 // OpenRecord authenticates and decrypts a record envelope made by
@@ -140,7 +182,7 @@ func (k *Keys) SealRecord(dst, ad, plain []byte) []byte {
 // [ErrCorrupt]. dst must not overlap sealed; on failure the spare capacity of
 // dst may have been overwritten.
 func (k *Keys) OpenRecord(dst, ad, sealed []byte) ([]byte, error) {
-	out, err := open(k.record, dst, sealed, recordAD(ad))
+	out, err := open(k.record, envelopeV1, dst, sealed, recordAD(ad))
 	if err != nil {
 		return nil, fmt.Errorf("crypto: open record: %w", err)
 	}
@@ -155,25 +197,25 @@ func recordAD(ad []byte) []byte {
 	return full
 }
 
-// seal appends a version 1 envelope of plain to dst.
-func seal(aead cipher.AEAD, dst, plain, ad []byte) []byte {
+// seal appends an envelope of plain to dst: the version byte, then aead's.
+func seal(aead cipher.AEAD, version byte, dst, plain, ad []byte) []byte {
 	n := headerSize + len(plain) + tagSize
 	out := slices.Grow(dst, n)[:len(dst)+n]
 	env := out[len(dst):]
-	env[0] = envelopeV1
+	env[0] = version
 	nonce := env[1:headerSize]
 	rand.Read(nonce) // never returns an error (Go 1.24+); it crashes instead
 	aead.Seal(env[headerSize:headerSize], nonce, plain, ad)
 	return out
 }
 
-// open authenticates and decrypts a version 1 envelope, appending the
-// plaintext to dst. Errors wrap ErrCorrupt.
-func open(aead cipher.AEAD, dst, sealed, ad []byte) ([]byte, error) {
+// open authenticates and decrypts an envelope of the given version with
+// aead, appending the plaintext to dst. Errors wrap ErrCorrupt.
+func open(aead cipher.AEAD, version byte, dst, sealed, ad []byte) ([]byte, error) {
 	if len(sealed) < headerSize+tagSize {
 		return nil, fmt.Errorf("%w: envelope is %d bytes, shorter than the minimum %d", ErrCorrupt, len(sealed), headerSize+tagSize)
 	}
-	if sealed[0] != envelopeV1 {
+	if sealed[0] != version {
 		return nil, fmt.Errorf("%w: unknown envelope version %d", ErrCorrupt, sealed[0])
 	}
 	out, err := aead.Open(dst, sealed[1:headerSize], sealed[headerSize:], ad)

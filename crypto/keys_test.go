@@ -24,25 +24,42 @@ func otherDriveKey() DriveKey {
 	return dk
 }
 
-// envelope abstracts over chunk and record envelopes so tests cover both.
+// envelope abstracts over chunk and record envelopes so tests cover both
+// chunk versions and records.
 type envelope struct {
 	name     string
+	version  byte
 	overhead int
 	seal     func(k *Keys, dst, plain []byte) []byte
 	open     func(k *Keys, dst, sealed []byte) ([]byte, error)
+}
+
+// sealingChunks returns keys like k that seal chunks in envelope version v,
+// whatever this CPU has. Only its AEADs are set.
+func sealingChunks(k *Keys, v byte) *Keys {
+	return &Keys{chunk: k.chunk, chunk2: k.chunk2, chunkWrite: v, record: k.record}
 }
 
 var testAD = []byte("records/0000000000000001")
 
 var envelopes = []envelope{
 	{
-		name:     "chunk",
+		name:     "chunk-v1",
+		version:  envelopeV1,
 		overhead: ChunkOverhead,
-		seal:     func(k *Keys, dst, plain []byte) []byte { return k.SealChunk(dst, plain) },
+		seal:     func(k *Keys, dst, plain []byte) []byte { return sealingChunks(k, envelopeV1).SealChunk(dst, plain) },
+		open:     func(k *Keys, dst, sealed []byte) ([]byte, error) { return k.OpenChunk(dst, sealed) },
+	},
+	{
+		name:     "chunk-v2",
+		version:  envelopeV2,
+		overhead: ChunkOverhead,
+		seal:     func(k *Keys, dst, plain []byte) []byte { return sealingChunks(k, envelopeV2).SealChunk(dst, plain) },
 		open:     func(k *Keys, dst, sealed []byte) ([]byte, error) { return k.OpenChunk(dst, sealed) },
 	},
 	{
 		name:     "record",
+		version:  envelopeV1,
 		overhead: RecordOverhead,
 		seal:     func(k *Keys, dst, plain []byte) []byte { return k.SealRecord(dst, testAD, plain) },
 		open:     func(k *Keys, dst, sealed []byte) ([]byte, error) { return k.OpenRecord(dst, testAD, sealed) },
@@ -72,8 +89,8 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 				if len(sealed) != size+env.overhead {
 					t.Fatalf("sealed length %d, want %d", len(sealed), size+env.overhead)
 				}
-				if sealed[0] != 0x01 {
-					t.Fatalf("version byte %#x, want 0x01", sealed[0])
+				if sealed[0] != env.version {
+					t.Fatalf("version byte %#x, want %#x", sealed[0], env.version)
 				}
 				got, err := env.open(k, nil, sealed)
 				if err != nil {
@@ -157,7 +174,10 @@ func TestEnvelopeTamper(t *testing.T) {
 			}
 			mustCorrupt("extend", append(bytes.Clone(sealed), 0))
 			mustCorrupt("nil", nil)
-			for _, v := range []byte{0x00, 0x02, 0xff} {
+			for _, v := range []byte{0x00, 0x01, 0x02, 0x03, 0xff} {
+				if v == env.version {
+					continue
+				}
 				b := bytes.Clone(sealed)
 				b[0] = v
 				mustCorrupt(fmt.Sprintf("version %#x", v), b)
@@ -181,9 +201,11 @@ func TestEnvelopeWrongKey(t *testing.T) {
 // confused: each uses its own derived key.
 func TestEnvelopeKeySeparation(t *testing.T) {
 	k := DeriveKeys(testDriveKey())
-	chunk := k.SealChunk(nil, []byte("x"))
-	if _, err := k.OpenRecord(nil, nil, chunk); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("chunk opened as record with empty ad: err = %v", err)
+	for _, v := range []byte{envelopeV1, envelopeV2} {
+		chunk := sealingChunks(k, v).SealChunk(nil, []byte("x"))
+		if _, err := k.OpenRecord(nil, nil, chunk); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("chunk v%d opened as record with empty ad: err = %v", v, err)
+		}
 	}
 	record := k.SealRecord(nil, nil, []byte("x"))
 	if _, err := k.OpenChunk(nil, record); !errors.Is(err, ErrCorrupt) {

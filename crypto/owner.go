@@ -72,7 +72,7 @@ func RootKey(id *age.X25519Identity) *RootSealer {
 // longer. Callers pass what identifies the body (the owner key, say) as ad.
 // Each call uses a fresh random nonce.
 func (s *RootSealer) Seal(dst, ad, plain []byte) []byte {
-	return seal(s.aead, dst, plain, recordAD(ad))
+	return seal(s.aead, envelopeV1, dst, plain, recordAD(ad))
 }
 
 // Open authenticates and decrypts an envelope made by Seal with the same ad
@@ -80,7 +80,7 @@ func (s *RootSealer) Seal(dst, ad, plain []byte) []byte {
 // altered or truncated envelope, unknown version) is an error wrapping
 // [ErrCorrupt].
 func (s *RootSealer) Open(dst, ad, sealed []byte) ([]byte, error) {
-	out, err := open(s.aead, dst, sealed, recordAD(ad))
+	out, err := open(s.aead, envelopeV1, dst, sealed, recordAD(ad))
 	if err != nil {
 		return nil, fmt.Errorf("crypto: open root: %w", err)
 	}

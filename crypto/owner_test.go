@@ -15,7 +15,7 @@ const goldenOwnerPath = "testdata/golden-owner-v1.json"
 
 // goldenOwner pins the keys derived from the recovery key (format version
 // 1): the owner's signing key and the root key. Regenerate only by adding a
-// new version: go test -run TestGoldenOwner -update ./crypto/
+// new version: go test ./crypto/ -run TestGoldenOwner -update
 type goldenOwner struct {
 	Comment     string `json:"comment"`
 	Identity    string `json:"identity"`
@@ -41,7 +41,7 @@ func TestGoldenOwner(t *testing.T) {
 	rootKey := deriveFromRecovery(id, infoRoot)
 	rs := RootKey(id)
 
-	if *update {
+	if *update && missing(goldenOwnerPath) {
 		g := goldenOwner{
 			Comment:     "PeerDrive keys derived from the recovery key, format v1. Identity is crypto's testIdentity1; the root envelope's ad is the owner public key. Hex. Do not edit: a mismatch means the format changed.",
 			Identity:    testIdentity1,

@@ -26,21 +26,22 @@ import (
 	"github.com/peerdrive/peerdrive"
 )
 
-// update regenerates the golden home of this format version and its
-// manifest:
+// update generates the golden home of this format version and its
+// manifest, if it does not exist yet:
 //
 //	go test ./node/ -run TestGoldenHome -update
 //
-// Only do that for a new format version (into a new golden-vN directory);
-// the fixture of a released version is never rewritten.
-var update = flag.Bool("update", false, "regenerate testdata/golden-v1 (home and manifest)")
+// The fixture of a released version is never rewritten.
+var update = flag.Bool("update", false, "generate testdata/golden-vN (home and manifest) for this format version")
 
-const (
-	goldenDir      = "testdata/golden-v1"
-	goldenHome     = goldenDir + "/home"
-	goldenManifest = goldenDir + "/manifest.json"
-	goldenReadme   = goldenDir + "/README.md"
-)
+// golden is the directory of the golden home of one format version.
+type golden string
+
+func goldenOf(version int) golden { return golden(fmt.Sprintf("testdata/golden-v%d", version)) }
+
+func (g golden) home() string     { return string(g) + "/home" }
+func (g golden) manifest() string { return string(g) + "/manifest.json" }
+func (g golden) readme() string   { return string(g) + "/README.md" }
 
 // fixedMtime is the mtime set on hello.txt: 2001-09-09T01:46:40.123456789Z.
 const fixedMtime = 1000000000123456789
@@ -88,32 +89,48 @@ type manifestEntry struct {
 	SameFileAs string            `json:"same_file_as,omitempty"`
 }
 
-// TestGoldenHome opens a copy of the home that this format version wrote
-// (testdata/golden-v1), mounts it read-write and checks every file against
-// the manifest. If it fails, this version can no longer read its own past
-// homes: fix the code, or bump the format version and migrate.
+// TestGoldenHome opens a copy of the home that each format version this code
+// reads wrote (testdata/golden-vN), mounts it read-write and checks every
+// file against the manifest. If it fails, this version can no longer read
+// past homes: fix the code, or bump the format version and migrate.
 func TestGoldenHome(t *testing.T) {
 	requireFUSE(t)
-	if *update {
-		generateGolden(t)
+	if g := goldenOf(peerdrive.FormatVersion); *update {
+		if _, err := os.Stat(string(g)); err == nil {
+			t.Fatalf("%s exists: a released fixture is never rewritten", g)
+		}
+		generateGolden(t, g)
 	}
+	for v := peerdrive.OldestFormatVersion; v <= peerdrive.FormatVersion; v++ {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { checkGolden(t, goldenOf(v), v) })
+	}
+}
+
+// checkGolden mounts a copy of g's home, which format version wrote, and
+// checks it against g's manifest.
+func checkGolden(t *testing.T, g golden, version int) {
 	var m manifest
-	data, err := os.ReadFile(goldenManifest)
+	data, err := os.ReadFile(g.manifest())
 	if err != nil {
 		t.Fatalf("%v (generate with -update)", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("%s: %v", goldenManifest, err)
+		t.Fatalf("%s: %v", g.manifest(), err)
 	}
-	if m.FormatVersion != peerdrive.FormatVersion {
-		t.Fatalf("fixture is format version %d, code is %d: add a golden-v%d fixture and keep reading this one",
-			m.FormatVersion, peerdrive.FormatVersion, peerdrive.FormatVersion)
+	if m.FormatVersion != version {
+		t.Fatalf("%s is format version %d, want %d", g, m.FormatVersion, version)
+	}
+	// The first chunk of the first pack shows the chunk envelope the
+	// version wrote: 0x01 in version 1, 0x02 (XAES-256-GCM) in version 2.
+	pack, err := os.ReadFile(filepath.Join(g.home(), StoreDir, "packs", "pack-00000001"))
+	if err != nil || len(pack) == 0 || int(pack[0]) != version {
+		t.Fatalf("%s: first pack starts %x (%v), want chunk envelope version %d", g, pack[:min(1, len(pack))], err, version)
 	}
 
 	home := filepath.Join(t.TempDir(), "home")
-	copyHome(t, goldenHome, home)
+	copyHome(t, g.home(), home)
 	mnt := t.TempDir()
 	n := startMounted(t, home, mnt)
 
@@ -138,13 +155,19 @@ func TestGoldenHome(t *testing.T) {
 // against the golden store: no name, content, symlink target or extended
 // attribute of the tree appears in any file of the store.
 func TestGoldenHomeHasNoPlaintext(t *testing.T) {
+	for v := peerdrive.OldestFormatVersion; v <= peerdrive.FormatVersion; v++ {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { checkGoldenNoPlaintext(t, goldenOf(v)) })
+	}
+}
+
+func checkGoldenNoPlaintext(t *testing.T, g golden) {
 	needles := []string{
 		"hello, peerdrive", "hello.txt", "hello-link", "hello.symlink", "big-copy", "sparse.bin",
 		"zeros.bin", "dangling", "does-not-exist", "secret", "run.sh", "#!/bin/sh", "ünïcödé",
 		"names are hashed", "private", "deeper", "user.comment", "user.bin", "user.empty", "golden",
 		string(deterministic("peerdrive golden v1 big.bin", 64)),
 	}
-	store := filepath.Join(goldenHome, StoreDir)
+	store := filepath.Join(g.home(), StoreDir)
 	seen := 0
 	err := filepath.WalkDir(store, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -433,15 +456,12 @@ func deterministic(label string, n int) []byte {
 
 // generateGolden makes a new home in testdata, writes the golden tree
 // through a real mount, unmounts cleanly and writes the manifest.
-func generateGolden(t *testing.T) {
-	if err := os.RemoveAll(goldenDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(goldenDir, 0o755); err != nil {
+func generateGolden(t *testing.T, g golden) {
+	if err := os.MkdirAll(string(g), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	n := startMounted(t, goldenHome, mnt)
+	n := startMounted(t, g.home(), mnt)
 
 	p := func(rel string) string { return filepath.Join(mnt, filepath.FromSlash(rel)) }
 	must := func(err error) {
@@ -505,7 +525,7 @@ func generateGolden(t *testing.T) {
 
 	// Files a running node leaves behind are not part of a stored home.
 	for _, name := range []string{AddrsFile, ControlSocket} {
-		if _, err := os.Lstat(filepath.Join(goldenHome, name)); !errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(g.home(), name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s left in the home after a clean close (%v)", name, err)
 		}
 	}
@@ -514,7 +534,7 @@ func generateGolden(t *testing.T) {
 	// at 1 MiB, sparse, and never shrinks the file. This home deleted
 	// nothing, so the file holds only zeros; badger recreates exactly that
 	// when the file is missing. Drop it to keep the fixture small.
-	discard := filepath.Join(goldenHome, StoreDir, "DISCARD")
+	discard := filepath.Join(g.home(), StoreDir, "DISCARD")
 	b, err := os.ReadFile(discard)
 	must(err)
 	if !bytes.Equal(b, make([]byte, len(b))) {
@@ -531,9 +551,9 @@ func generateGolden(t *testing.T) {
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	must(err)
-	must(os.WriteFile(goldenManifest, append(data, '\n'), 0o644))
-	must(os.WriteFile(goldenReadme, []byte(readme(t)), 0o644))
-	t.Logf("golden home written; size:\n%s", homeSizes(t, goldenHome))
+	must(os.WriteFile(g.manifest(), append(data, '\n'), 0o644))
+	must(os.WriteFile(g.readme(), []byte(readme(t, g, peerdrive.FormatVersion)), 0o644))
+	t.Logf("golden home written; size:\n%s", homeSizes(t, g.home()))
 }
 
 // homeSizes lists the apparent and allocated size of every file of a home.
@@ -558,8 +578,9 @@ func homeSizes(t *testing.T, home string) string {
 	return b.String()
 }
 
-func readme(t *testing.T) string {
-	key, err := os.ReadFile(filepath.Join(goldenHome, RecoveryKeyFile))
+func readme(t *testing.T, g golden, version int) string {
+	v := strconv.Itoa(version)
+	key, err := os.ReadFile(filepath.Join(g.home(), RecoveryKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,13 +598,13 @@ here, for real data.
 
 Public key: ` + pub + `
 
-# Golden home, format version 1
+# Golden home, format version ` + v + `
 
-home/ is a PeerDrive home made by format version 1 (docs/format.md):
+home/ is a PeerDrive home made by format version ` + v + ` (docs/format.md):
 recovery-key.txt, node.key, drive-key.age and the badger store in store/.
 manifest.json lists the tree it holds as a mount shows it. The generator
 removed store/DISCARD, badger's 1 MiB, all-zero value-log discard statistics
-(badger recreates the file on open); everything else is as version 1 left it
+(badger recreates the file on open); everything else is as version ` + v + ` left it
 after a clean unmount.
 
 node.TestGoldenHome copies home/ to a temporary directory (with the modes
@@ -601,12 +622,12 @@ sparse file (a missing map entry for a hole), a file of one all-zero chunk
 executable, nested directories, and extended attributes (text, binary and
 empty values).
 
-Do not regenerate this fixture: it is what version 1 wrote, and every later
+Do not regenerate this fixture: it is what version ` + v + ` wrote, and every later
 version must keep reading it (or migrate it). A new format version gets a
 new golden-vN directory, made with
 
 	go test ./node/ -run TestGoldenHome -update
 
-after pointing goldenDir at it.
+which writes the fixture of the code's format version if it is missing.
 `
 }

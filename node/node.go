@@ -252,6 +252,7 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: cfg.Log, Remote: remote,
 		// Decrypted chunks in memory are a cache too: --cache-size bounds them.
 		ChunkCacheBytes: int(min(64<<20, cfg.CacheSize)),
+		ReadOnly:        cfg.ReadOnly,
 	})
 	if errors.Is(err, tree.ErrWrongKey) {
 		return fmt.Errorf("the keys in %s do not open its store", cfg.Home)

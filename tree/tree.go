@@ -119,6 +119,9 @@ type Options struct {
 	// Remote, if set, replicates chunks: it is told of chunks stored and
 	// deleted, and fetches chunks the local store no longer has.
 	Remote Remote
+	// ReadOnly says nothing will be written through the tree: a store of an
+	// older format version is read as it is, not upgraded.
+	ReadOnly bool
 }
 
 // Remote is where chunks go to and come back from when the local store is
@@ -156,7 +159,7 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 		o.ChunkCacheBytes = 64 << 20
 	}
 	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, dirty: map[peerdrive.Ino]struct{}{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
-	var fresh bool
+	var fresh, upgrade bool
 	err := db.View(func(tx *store.Txn) error {
 		v, err := tx.Get([]byte{tagFormat})
 		if errors.Is(err, store.ErrNotFound) {
@@ -170,9 +173,10 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 		if err := unmarshalPlain(v, &f); err != nil {
 			return fmt.Errorf("format record: %w", err)
 		}
-		if f.Version != peerdrive.FormatVersion || f.ChunkSize != peerdrive.ChunkSize {
+		if f.Version < peerdrive.OldestFormatVersion || f.Version > peerdrive.FormatVersion || f.ChunkSize != peerdrive.ChunkSize {
 			return fmt.Errorf("%w: version %d, chunk size %d", ErrVersion, f.Version, f.ChunkSize)
 		}
+		upgrade = f.Version < peerdrive.FormatVersion && !o.ReadOnly
 		check, err := tx.Get([]byte{tagCheck})
 		if err != nil {
 			return fmt.Errorf("check record: %w", err)
@@ -190,7 +194,25 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 			return nil, err
 		}
 	}
+	if upgrade {
+		// The older versions differ only in what this version may write
+		// next (docs/format.md §10): the format record says so first, so
+		// that older code refuses the store instead of misreading it.
+		if err := db.Update(0, putFormat); err != nil {
+			return nil, fmt.Errorf("upgrade format: %w", err)
+		}
+		t.log.Info("store upgraded", "format", peerdrive.FormatVersion)
+	}
 	return t, nil
+}
+
+// putFormat writes the format record of this version.
+func putFormat(tx *store.Txn) error {
+	f, err := marshalPlain(&formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize})
+	if err != nil {
+		return err
+	}
+	return tx.Set([]byte{tagFormat}, f)
 }
 
 func (t *Tree) format(o Options) error {
@@ -200,11 +222,7 @@ func (t *Tree) format(o Options) error {
 	t.next, t.limit = uint64(peerdrive.RootIno)+1, uint64(peerdrive.RootIno)+1
 	t.stats.Inodes = 1
 	return t.db.Update(0, func(tx *store.Txn) error {
-		f, err := marshalPlain(&formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize})
-		if err != nil {
-			return err
-		}
-		if err := tx.Set([]byte{tagFormat}, f); err != nil {
+		if err := putFormat(tx); err != nil {
 			return err
 		}
 		if err := tx.Set([]byte{tagCheck}, t.keys.SealRecord(nil, []byte{tagCheck}, []byte("peerdrive"))); err != nil {

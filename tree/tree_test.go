@@ -286,3 +286,63 @@ func TestTouchUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatVersions: a store of an older format opens and is upgraded,
+// unless opened read-only; one of an unknown format or chunk size is refused
+// and left as it was.
+func TestFormatVersions(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name      string
+		rec       formatRecord
+		readOnly  bool
+		wantErr   error
+		wantAfter int
+	}{
+		{"current", formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize}, false, nil, peerdrive.FormatVersion},
+		{"v1 upgraded", formatRecord{Version: 1, ChunkSize: peerdrive.ChunkSize}, false, nil, peerdrive.FormatVersion},
+		{"v1 read-only", formatRecord{Version: 1, ChunkSize: peerdrive.ChunkSize}, true, nil, 1},
+		{"v0", formatRecord{Version: 0, ChunkSize: peerdrive.ChunkSize}, false, ErrVersion, 0},
+		{"newer", formatRecord{Version: peerdrive.FormatVersion + 1, ChunkSize: peerdrive.ChunkSize}, false, ErrVersion, peerdrive.FormatVersion + 1},
+		{"chunk size", formatRecord{Version: peerdrive.FormatVersion, ChunkSize: 2 << 20}, false, ErrVersion, peerdrive.FormatVersion},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, db := openTestTree(t, dir)
+			defer db.Close()
+			setFormat := func(tx *store.Txn) error {
+				b, err := marshalPlain(&c.rec)
+				if err != nil {
+					return err
+				}
+				return tx.Set([]byte{tagFormat}, b)
+			}
+			if err := db.Update(0, setFormat); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := Open(ctx, db, testKeys(), Options{ReadOnly: c.readOnly})
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("Open: err = %v, want %v", err, c.wantErr)
+			}
+			if err == nil {
+				if _, err := tr.Lookup(ctx, peerdrive.RootIno, "nothing"); !errors.Is(err, ErrNotFound) {
+					t.Errorf("lookup in the opened tree: %v", err)
+				}
+			}
+			var f formatRecord
+			err = db.View(func(tx *store.Txn) error {
+				v, err := tx.Get([]byte{tagFormat})
+				if err != nil {
+					return err
+				}
+				return unmarshalPlain(v, &f)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Version != c.wantAfter {
+				t.Errorf("format version after Open = %d, want %d", f.Version, c.wantAfter)
+			}
+		})
+	}
+}
