@@ -59,7 +59,9 @@ type packs struct {
 	active uint32
 	end    uint64 // append offset of the active pack
 	kicked uint64 // writeback of the active pack was started up to here
-	dirty  map[uint32]bool
+	dirty  map[uint32]bool // packs appended to since the last sync took the set
+
+	syncMu sync.Mutex // held through a sync
 }
 
 // writebackStep is how much is appended to a pack between two starts of
@@ -131,24 +133,37 @@ func (p *packs) append(data []byte) (chunkLoc, error) {
 		return loc, err
 	}
 	p.end += uint64(len(data))
-	p.dirty[loc.pack] = true
 	from, kick := p.kicked, p.end-p.kicked >= writebackStep
 	if kick {
 		p.kicked = p.end
 	}
 	p.mu.Unlock()
+	if appendHook != nil {
+		appendHook()
+	}
 	if _, err := f.WriteAt(data, int64(loc.off)); err != nil {
 		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 			return loc, fmt.Errorf("pack %d: %w: %v", loc.pack, ErrNoSpace, err)
 		}
 		return loc, fmt.Errorf("pack %d: %w", loc.pack, err)
 	}
+	// Only now is the pack dirty: a sync that took the dirty set while the
+	// write was under way may have missed its bytes, and must not take the
+	// mark with it.
+	p.mu.Lock()
+	p.dirty[loc.pack] = true
+	p.mu.Unlock()
 	if kick {
 		// Best effort: it only starts writing; sync makes it durable.
 		_ = unix.SyncFileRange(int(f.Fd()), int64(from), int64(loc.off+uint64(loc.len)-from), unix.SYNC_FILE_RANGE_WRITE)
 	}
 	return loc, nil
 }
+
+// Test hooks: appendHook runs between an append's reservation and its
+// write, packSyncHook between a sync's taking of the dirty set and its
+// fdatasyncs.
+var appendHook, packSyncHook func()
 
 // exactFile returns pack num opened for readExact. p.mu is held.
 func (p *packs) exactFile(num uint32) (*os.File, error) {
@@ -216,8 +231,12 @@ func (p *packs) punch(locs []chunkLoc) {
 	}
 }
 
-// sync makes every append so far durable.
+// sync makes every append so far durable. Syncs run one at a time: one
+// that found nothing dirty because another had just taken the set must not
+// return before that one's fdatasync has.
 func (p *packs) sync() error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	p.mu.Lock()
 	var fs []*os.File
 	for num := range p.dirty {
@@ -225,6 +244,9 @@ func (p *packs) sync() error {
 	}
 	p.dirty = map[uint32]bool{}
 	p.mu.Unlock()
+	if packSyncHook != nil {
+		packSyncHook()
+	}
 	for _, f := range fs {
 		if err := unix.Fdatasync(int(f.Fd())); err != nil {
 			p.mu.Lock()

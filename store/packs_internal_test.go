@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -82,6 +83,70 @@ func TestReadExactReadsNoMore(t *testing.T) {
 		b, err := p.read(locs[i])
 		if err != nil || !bytes.Equal(b, want[i]) {
 			t.Fatalf("read blob %d: %v, equal %v", i, err, bytes.Equal(b, want[i]))
+		}
+	}
+}
+
+// TestSyncDuringAppend: a sync that runs while an append is writing may miss
+// its bytes, so the pack must still be dirty after the append, for the sync
+// that follows the append's commit.
+func TestSyncDuringAppend(t *testing.T) {
+	p, err := openPacks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	appendHook = func() {
+		if err := p.sync(); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { appendHook = nil }()
+	loc, err := p.append([]byte("data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	dirty := p.dirty[loc.pack]
+	p.mu.Unlock()
+	if !dirty {
+		t.Fatal("pack not dirty after an append that a sync overlapped")
+	}
+}
+
+// TestSyncWaitsForSync: a sync that finds nothing dirty because another
+// sync has just taken the set must not return before that sync's
+// fdatasync: the caller's bytes may be among the ones it writes.
+func TestSyncWaitsForSync(t *testing.T) {
+	p, err := openPacks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if _, err := p.append([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	taken, release := make(chan struct{}), make(chan struct{})
+	packSyncHook = func() {
+		packSyncHook = nil // the second sync passes
+		close(taken)
+		<-release
+	}
+	defer func() { packSyncHook = nil }()
+	first := make(chan error, 1)
+	go func() { first <- p.sync() }()
+	<-taken
+	second := make(chan error, 1)
+	go func() { second <- p.sync() }()
+	select {
+	case err := <-second:
+		t.Fatalf("second sync returned (%v) while the first had not synced", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	for _, c := range []chan error{first, second} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
 		}
 	}
 }
