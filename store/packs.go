@@ -57,8 +57,8 @@ type packs struct {
 	files  map[uint32]*os.File
 	exact  map[uint32]*os.File // read-only, without the kernel's read-ahead (readExact)
 	active uint32
-	end    uint64 // append offset of the active pack
-	kicked uint64 // writeback of the active pack was started up to here
+	end    uint64          // append offset of the active pack
+	kicked uint64          // writeback of the active pack was started up to here
 	dirty  map[uint32]bool // packs appended to since the last sync took the set
 
 	syncMu sync.Mutex // held through a sync
