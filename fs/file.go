@@ -737,17 +737,26 @@ func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peer
 	f.waitSealed(st)
 	last := int64(size / chunkSize) // the chunk the new end falls in
 	cut := int(size - uint64(last)*chunkSize)
+	var tailBuf *chunkBuf
 	for idx, b := range st.dirty {
 		switch {
 		case idx > last || idx == last && cut == 0:
 			delete(st.dirty, idx)
 			f.freeBuf(b)
-		case idx == last:
-			b.n = min(b.n, cut)
+		case idx == last && cut < b.n:
+			tailBuf = b
 		}
 	}
 	var tail *tree.Sealed
-	if _, buffered := st.dirty[last]; cut > 0 && !buffered {
+	if tailBuf != nil {
+		// A buffered tail that loses bytes is cut and committed with the
+		// truncate: the store then never holds the new size over a tail
+		// chunk (or patches of one) that still has the bytes past it,
+		// which a later growth of the file would show.
+		s := f.tree.Seal(last, (*tailBuf.data)[:cut])
+		defer f.tree.Recycle(&s)
+		tail = &s
+	} else if _, buffered := st.dirty[last]; cut > 0 && !buffered {
 		ref, ok, err := f.tree.ChunkRef(ctx, ino, last)
 		if err != nil {
 			return peerdrive.Inode{}, err
@@ -761,7 +770,12 @@ func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peer
 			tail = &s
 		}
 	}
-	return f.tree.Truncate(ctx, ino, size, tail)
+	in, err := f.tree.Truncate(ctx, ino, size, tail)
+	if err == nil && tailBuf != nil {
+		delete(st.dirty, last)
+		f.freeBuf(tailBuf)
+	}
+	return in, err
 }
 
 // forgetIfIdle drops a fileState that no open file uses and that holds no
