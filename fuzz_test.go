@@ -69,6 +69,32 @@ func FuzzUnmarshalXattr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) { fuzzRecord[peerdrive.Xattr](t, b) })
 }
 
+// FuzzUnmarshalPatch also applies what decodes, once alone and once after
+// itself over a base: ApplyPatches must never panic, and what it accepts
+// has the last patch's length.
+func FuzzUnmarshalPatch(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzRecord[peerdrive.Patch](t, b)
+		var p peerdrive.Patch
+		if peerdrive.Unmarshal(b, &p) != nil {
+			return
+		}
+		base := bytes.Repeat([]byte{7}, 100)
+		for _, ps := range [][]peerdrive.Patch{{p}, {p, p}} {
+			out, err := peerdrive.ApplyPatches(base, ps)
+			if err != nil {
+				if !errors.Is(err, peerdrive.ErrMalformed) {
+					t.Fatalf("error does not wrap ErrMalformed: %v", err)
+				}
+				continue
+			}
+			if len(out) != int(p.Len) {
+				t.Fatalf("applied patch gave %d bytes, Len %d", len(out), p.Len)
+			}
+		}
+	})
+}
+
 // fuzzSeeds returns the seed corpus of each fuzz target, by file name: the
 // golden encodings of TestRecordGolden, plus a few near misses.
 func fuzzSeeds(t testing.TB) map[string]map[string][]byte {
@@ -79,6 +105,7 @@ func fuzzSeeds(t testing.TB) map[string]map[string][]byte {
 		"chunkref":  "FuzzUnmarshalChunkRef",
 		"chunkinfo": "FuzzUnmarshalChunkInfo",
 		"xattr":     "FuzzUnmarshalXattr",
+		"patch":     "FuzzUnmarshalPatch",
 	}
 	for _, g := range goldenRecords() {
 		kind, variant, _ := strings.Cut(g.name, "/")

@@ -13,8 +13,9 @@ import (
 const FormatVersion = 2
 
 // OldestFormatVersion is the oldest on-disk format this code reads. Version
-// 1 differs from 2 only in lacking chunk envelope 0x02; a version 1 store
-// opened for writing is upgraded by rewriting its format record.
+// 1 differs from 2 only in lacking chunk envelope 0x02 and patch records; a
+// version 1 store opened for writing is upgraded by rewriting its format
+// record.
 const OldestFormatVersion = 1
 
 // ChunkSize is the largest plaintext a chunk holds: file data is cut at
@@ -83,6 +84,56 @@ type Dirent struct {
 type ChunkRef struct {
 	ID  ChunkID `cbor:"1,keyasint"`
 	Len uint32  `cbor:"2,keyasint"` // plaintext length
+}
+
+// Patch is bytes written to a chunk since it was stored, kept at fsync
+// instead of the whole chunk (docs/format.md §5.9). A chunk's patches are
+// numbered; in order, over Base's plaintext (zeros past its end, all zeros
+// for a zero Base), they give the chunk: Len is its length once the patch
+// is applied.
+type Patch struct {
+	Base    ChunkID       `cbor:"1,keyasint"`
+	Len     uint32        `cbor:"2,keyasint"`
+	Extents []PatchExtent `cbor:"3,keyasint"`
+}
+
+// PatchExtent is bytes of a patched chunk, at offset Off within it.
+type PatchExtent struct {
+	Off  uint32 `cbor:"1,keyasint"`
+	Data []byte `cbor:"2,keyasint"`
+}
+
+// ApplyPatches returns the plaintext of a chunk whose base plaintext is base
+// (nil for none) after ps, in order. They must share one Base (the caller
+// checks it is the base's ID), their Len must not shrink, and each one's
+// extents must be in order, disjoint, non-empty and within its Len; else
+// the error wraps ErrMalformed.
+func ApplyPatches(base []byte, ps []Patch) ([]byte, error) {
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("no patches: %w", ErrMalformed)
+	}
+	last := ps[len(ps)-1].Len
+	if last == 0 || last > ChunkSize {
+		return nil, fmt.Errorf("patched chunk of %d bytes: %w", last, ErrMalformed)
+	}
+	out := make([]byte, last)
+	copy(out, base)
+	prevLen := uint32(0)
+	for i, p := range ps {
+		if p.Base != ps[0].Base || p.Len < prevLen {
+			return nil, fmt.Errorf("patch %d: base or length differs from the patches before: %w", i, ErrMalformed)
+		}
+		prevLen = p.Len
+		end := uint64(0)
+		for _, e := range p.Extents {
+			if uint64(e.Off) < end || uint64(e.Off)+uint64(len(e.Data)) > uint64(p.Len) || len(e.Data) == 0 {
+				return nil, fmt.Errorf("patch %d: extent [%d, +%d) in %d bytes after %d: %w", i, e.Off, len(e.Data), p.Len, end, ErrMalformed)
+			}
+			copy(out[e.Off:], e.Data)
+			end = uint64(e.Off) + uint64(len(e.Data))
+		}
+	}
+	return out, nil
 }
 
 // ChunkInfo is the bookkeeping of one stored chunk.

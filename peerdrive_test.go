@@ -173,6 +173,26 @@ func goldenRecords() []goldenRecord {
 			rec:  &peerdrive.Xattr{Name: "user.empty", Value: []byte{}},
 			hex:  "a2" + "01" + "6a" + hex.EncodeToString([]byte("user.empty")) + "02" + "40",
 		},
+		{
+			name: "patch",
+			rec: &peerdrive.Patch{Base: testChunkID(), Len: 4096, Extents: []peerdrive.PatchExtent{
+				{Off: 0, Data: []byte("ab")}, {Off: 4000, Data: []byte("c")}}},
+			hex: "a3" +
+				"01" + "5820" + testChunkID().String() + // 1 Base
+				"02" + "191000" + // 2 Len: 4096
+				"03" + "82" + // 3 Extents: array(2)
+				"a2" + "01" + "00" + "02" + "42" + "6162" + // {Off 0, Data "ab"}
+				"a2" + "01" + "190fa0" + "02" + "41" + "63", // {Off 4000, Data "c"}
+		},
+		{
+			// A patch of a hole: Base is 32 zero bytes, not left out.
+			name: "patch/hole",
+			rec:  &peerdrive.Patch{Len: 1, Extents: []peerdrive.PatchExtent{{Off: 0, Data: []byte("x")}}},
+			hex: "a3" +
+				"01" + "5820" + strings.Repeat("00", 32) +
+				"02" + "01" +
+				"03" + "81" + "a2" + "01" + "00" + "02" + "41" + "78",
+		},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,6 +68,54 @@ type chunkBuf struct {
 	// loaded says the buffer started from the chunk's stored bytes: a
 	// partial rewrite, which a random-access writer repeats.
 	loaded bool
+	// The stored chunk the buffer started from (zero: none, a hole), if
+	// baseKnown, and the extents written since the last patch (sorted,
+	// disjoint): what an fsync may store as the next patch of the base
+	// instead of the whole chunk (fsyncFile). patches and patchBytes count
+	// the patches stored so far. noPatch: too much written to patch; the
+	// chunk is sealed whole.
+	base       peerdrive.ChunkID
+	baseKnown  bool
+	ext        []extent
+	extBytes   int
+	patches    uint32
+	patchBytes int
+	noPatch    bool
+}
+
+// extent is the bytes [start, end) of a chunk.
+type extent struct{ start, end int }
+
+// A chunk is patched at fsync (fsyncFile) while what was written to it
+// since it was stored is small: at most maxPatchBytes in all its patches,
+// at most maxPatchExtents extents in one, maxPatches patches, and at most
+// a quarter of the chunk's length, so that writing them saves most of what
+// sealing the chunk costs and a replay stays cheap.
+const (
+	maxPatchBytes   = 256 << 10
+	maxPatchExtents = 64
+	maxPatches      = 256
+)
+
+// track notes that [start, end) of b was written.
+func (b *chunkBuf) track(start, end int) {
+	if b.noPatch {
+		return
+	}
+	i := sort.Search(len(b.ext), func(i int) bool { return b.ext[i].end >= start })
+	j := i
+	for j < len(b.ext) && b.ext[j].start <= end {
+		start, end = min(start, b.ext[j].start), max(end, b.ext[j].end)
+		j++
+	}
+	b.ext = slices.Replace(b.ext, i, j, extent{start, end})
+	b.extBytes = 0
+	for _, e := range b.ext {
+		b.extBytes += e.end - e.start
+	}
+	if len(b.ext) > maxPatchExtents || b.patchBytes+b.extBytes > maxPatchBytes {
+		b.noPatch, b.ext = true, nil
+	}
 }
 
 type sealJob struct {
@@ -291,6 +340,7 @@ func (f *FS) loadChunk(ctx context.Context, ino peerdrive.Ino, idx int64, off, n
 	if err != nil {
 		return err
 	}
+	b.base, b.baseKnown = ref.ID, true // zero for a hole
 	if ok && !(off == 0 && n >= int(ref.Len)) {
 		plain, err := f.tree.ReadChunk(ctx, ref)
 		if err != nil {
@@ -357,6 +407,7 @@ func (f *FS) writeData(ctx context.Context, ino peerdrive.Ino, data []byte, off 
 		}
 		copy((*b.data)[o:o+n], data[pos-off:])
 		b.n = max(b.n, o+n)
+		b.track(o, o+n)
 		if o+n == chunkSize {
 			delete(st.dirty, idx)
 			st.sealing[idx] = b
@@ -536,14 +587,64 @@ func (f *FS) handOff(st *fileState) error {
 // attributes if there was data to commit (others reach the store with the
 // next tree Flush or Sync).
 func (f *FS) flushFile(ctx context.Context, st *fileState) error {
+	return f.commitFile(ctx, st, false)
+}
+
+// fsyncFile is flushFile for fsync: a chunk rewritten only in a few small
+// extents since it was stored is committed as a patch of the stored chunk
+// (docs/format.md §5.9) and stays buffered, to be sealed whole later (by the
+// flusher, a close, or an fsync that finds too much rewritten). Sealing a
+// chunk costs its whole megabyte of hashing and encryption; a database's
+// fsync after a few page writes costs a few pages.
+func (f *FS) fsyncFile(ctx context.Context, st *fileState) error {
+	return f.commitFile(ctx, st, true)
+}
+
+func (f *FS) commitFile(ctx context.Context, st *fileState, patch bool) error {
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	f.waitSealed(st)
 	// A background commit that failed kept its data in st.dirty (or newer
 	// data replaced it): committing st.dirty now decides. Once the data is
 	// in, the earlier error is moot.
 	st.err = nil
-	sealed := f.sealAll(st.dirty)
-	err := f.tree.Commit(ctx, st.ino, sealed)
+	whole := st.dirty
+	var patches []tree.PatchAt
+	if patch {
+		whole = make(map[int64]*chunkBuf, len(st.dirty))
+		for idx, b := range st.dirty {
+			switch p, ok := f.patchOf(ctx, st.ino, idx, b); {
+			case ok && len(p.Extents) == 0:
+				// Nothing written since its last patch, which holds.
+			case ok:
+				patches = append(patches, tree.PatchAt{Idx: idx, Seq: b.patches, Patch: p})
+			default:
+				whole[idx] = b
+			}
+		}
+	}
+	sealed := f.sealAll(whole)
+	defer func() {
+		for i := range sealed {
+			f.tree.Recycle(&sealed[i])
+		}
+	}()
+	err := f.tree.CommitPatched(ctx, st.ino, sealed, patches)
+	if errors.Is(err, tree.ErrStaleBase) {
+		// Cannot happen while every change of the chunk map goes through
+		// this file's buffers; if it does, the chunks are sealed whole.
+		f.log.Warn("patch base moved; sealing whole chunks", "ino", st.ino, "err", err)
+		for _, p := range patches {
+			b := st.dirty[p.Idx]
+			b.noPatch, b.ext = true, nil
+			whole[p.Idx] = b
+		}
+		for i := range sealed {
+			f.tree.Recycle(&sealed[i])
+		}
+		patches, sealed = nil, f.sealAll(whole)
+		err = f.tree.Commit(ctx, st.ino, sealed)
+	}
 	if err != nil && f.purged(ctx, st.ino) {
 		err = nil // nobody can read the data
 	}
@@ -554,12 +655,42 @@ func (f *FS) flushFile(ctx context.Context, st *fileState) error {
 			delete(st.dirty, s.Idx)
 			f.freeBuf(b)
 		}
+		for _, p := range patches {
+			b := st.dirty[p.Idx]
+			b.patches++
+			b.patchBytes += b.extBytes
+			b.ext, b.extBytes = nil, 0
+		}
 	}
-	for i := range sealed {
-		f.tree.Recycle(&sealed[i])
-	}
-	st.mu.Unlock()
 	return err
+}
+
+// patchOf returns the patch of b, chunk idx of ino, if an fsync may store
+// it instead of the whole chunk.
+// A patch with no extents means the chunk's stored patches hold all of it.
+func (f *FS) patchOf(ctx context.Context, ino peerdrive.Ino, idx int64, b *chunkBuf) (peerdrive.Patch, bool) {
+	if b.noPatch || (b.patchBytes+b.extBytes)*4 > b.n || b.patches >= maxPatches || b.patches == 0 && len(b.ext) == 0 {
+		return peerdrive.Patch{}, false
+	}
+	if len(b.ext) == 0 {
+		return peerdrive.Patch{}, true
+	}
+	base := b.base
+	if !b.baseKnown {
+		// The buffer started as zeros without asking the store: it is a
+		// patch of a hole if the map has nothing at idx.
+		_, ok, err := f.tree.ChunkRef(ctx, ino, idx)
+		if err != nil || ok {
+			return peerdrive.Patch{}, false
+		}
+		base = peerdrive.ChunkID{}
+	}
+	p := peerdrive.Patch{Base: base, Len: uint32(b.n), Extents: make([]peerdrive.PatchExtent, len(b.ext))}
+	for i, e := range b.ext {
+		// Marshalled within CommitPatched, under st.mu: no copy needed.
+		p.Extents[i] = peerdrive.PatchExtent{Off: uint32(e.start), Data: (*b.data)[e.start:e.end]}
+	}
+	return p, true
 }
 
 // sealAll seals the chunks of dirty, as many at a time as there are CPUs:

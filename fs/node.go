@@ -557,7 +557,7 @@ func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	ctx = meta(ctx)
 	if st := n.fsys.existing(n.ino()); st != nil {
-		if err := n.fsys.flushFile(ctx, st); err != nil {
+		if err := n.fsys.fsyncFile(ctx, st); err != nil {
 			return n.errno("fsync", err)
 		}
 	}

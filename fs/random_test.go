@@ -355,12 +355,12 @@ func (rt *randTest) step() {
 		pwrite(t, fd, b, int64(off))
 		writeModel(f, b, off)
 		must(t, unix.Close(fd))
-	case n < 40: // write, read or truncate through an open descriptor
+	case n < 40: // write, read, truncate or fsync through an open descriptor
 		if len(rt.fds) == 0 {
 			return
 		}
 		of := rt.fds[rt.r.IntN(len(rt.fds))]
-		switch rt.r.IntN(3) {
+		switch rt.r.IntN(4) {
 		case 0:
 			off, b := rt.offset(len(of.f.data)), rt.content(rt.length())
 			if off+len(b) > maxFileSize {
@@ -376,6 +376,10 @@ func (rt *randTest) step() {
 			truncModel(of.f, size)
 		case 2:
 			rt.readCompare(fmt.Sprintf("fd %d (file %d)", of.fd, of.f.id), of.fd, of.f)
+		case 3:
+			// Small rewrites since the last fsync become patches.
+			rt.logf("fd %d (file %d): fsync", of.fd, of.f.id)
+			must(t, unix.Fsync(of.fd))
 		}
 	case n < 45: // close a descriptor
 		if len(rt.fds) == 0 {

@@ -147,6 +147,9 @@ func addAlloc(in *peerdrive.Inode, delta int64) {
 // commitOne puts c in ino's chunk map and returns the change in the bytes
 // of data the map holds.
 func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) (int64, error) {
+	if err := t.dropPatch(tx, ino, c.Idx); err != nil {
+		return 0, err
+	}
 	mk := mapKey(ino, c.Idx)
 	var old peerdrive.ChunkRef
 	hadOld := true
@@ -312,6 +315,9 @@ func (t *Tree) Truncate(ctx context.Context, ino peerdrive.Ino, size uint64, tai
 		from := int64((size + peerdrive.ChunkSize - 1) / peerdrive.ChunkSize)
 		freed, err := t.dropChunks(tx, ino, from)
 		if err != nil {
+			return err
+		}
+		if err := t.dropPatches(tx, ino, from); err != nil {
 			return err
 		}
 		addAlloc(in, -freed)

@@ -42,6 +42,7 @@ var recordKinds = map[byte]func() any{
 	tagInfo:   func() any { return new(peerdrive.ChunkInfo) },
 	tagXattr:  func() any { return new(peerdrive.Xattr) },
 	tagStats:  func() any { return new(Stats) },
+	tagPatch:  func() any { return new(peerdrive.Patch) },
 }
 
 // FuzzOpenRecordInto feeds arbitrary storage keys and values to the opening
@@ -241,6 +242,7 @@ func fuzzSeeds(t testing.TB) map[string]seed {
 	mk := mapKey(2, 0)
 	rk := idKey(tagInfo, id)
 	xk := tr.xattrKey(2, "user.test")
+	pk := patchKey(2, 0, 0)
 	return map[string]seed{
 		"valid-inode":      {tagInode, ik, inode},
 		"valid-root":       {tagInode, inoKey(tagInode, 1), seal(inoKey(tagInode, 1), &peerdrive.Inode{Mode: 0o40755, Nlink: 2})},
@@ -249,6 +251,7 @@ func fuzzSeeds(t testing.TB) map[string]seed {
 		"valid-chunkinfo":  {tagInfo, rk, seal(rk, &peerdrive.ChunkInfo{Refs: 1, Len: 3, Sealed: 44})},
 		"valid-xattr":      {tagXattr, xk, seal(xk, &peerdrive.Xattr{Name: "user.test", Value: []byte("v")})},
 		"valid-stats":      {tagStats, []byte{tagStats}, seal([]byte{tagStats}, &Stats{Used: 3, Stored: 44, Chunks: 1, Inodes: 2})},
+		"valid-patch":      {tagPatch, pk, seal(pk, &peerdrive.Patch{Base: id, Len: 3, Extents: []peerdrive.PatchExtent{{Off: 1, Data: []byte("x")}}})},
 		"valid-not-cbor":   {tagInode, ik, tr.keys.SealRecord(nil, ik, []byte{0xff})},
 		"valid-wrong-kind": {tagDirent, ik, inode},
 		"moved":            {tagInode, inoKey(tagInode, 3), inode},

@@ -456,6 +456,9 @@ func (t *Tree) purge(tx *store.Txn, touched map[peerdrive.Ino]bool, ino peerdriv
 			return err
 		}
 	}
+	if err := t.dropPatches(tx, ino, 0); err != nil {
+		return err
+	}
 	var xkeys [][]byte
 	if !e.noXattrs {
 		if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {

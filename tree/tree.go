@@ -49,6 +49,7 @@ const (
 	tagOrphan  = 'O'
 	tagNextIno = 'N'
 	tagStats   = 'S'
+	tagPatch   = 'p'
 	// Shared with replica, which owns their meaning (docs/format.md §12).
 	tagQueue    = 'U'
 	tagLocation = 'L'
@@ -104,6 +105,10 @@ type Tree struct {
 	dropped []chunkEvent
 	// staging: a commit of staged writes is due (stageUpdate).
 	staging bool
+	// patched holds the inodes that may have patch records (every one that
+	// got one since the tree opened, when none were left): the others need
+	// no look for them when their chunks change.
+	patched map[peerdrive.Ino]bool
 }
 
 type chunkEvent struct {
@@ -158,7 +163,7 @@ func Open(ctx context.Context, db *store.DB, keys *crypto.Keys, o Options) (*Tre
 	if o.ChunkCacheBytes == 0 {
 		o.ChunkCacheBytes = 64 << 20
 	}
-	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, dirty: map[peerdrive.Ino]struct{}{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
+	t := &Tree{db: db, keys: keys, log: o.Log, cache: map[peerdrive.Ino]*entry{}, dirty: map[peerdrive.Ino]struct{}{}, patched: map[peerdrive.Ino]bool{}, chunks: newChunkCache(o.ChunkCacheBytes), remote: o.Remote}
 	var fresh, upgrade bool
 	err := db.View(func(tx *store.Txn) error {
 		v, err := tx.Get([]byte{tagFormat})
@@ -290,6 +295,17 @@ func mapKey(ino peerdrive.Ino, idx int64) []byte {
 	k[0] = tagMap
 	binary.BigEndian.PutUint64(k[1:], uint64(ino))
 	binary.BigEndian.PutUint64(k[9:], uint64(idx))
+	return k
+}
+
+// patchKey is where patch seq of chunk idx of ino lives; without seq, the
+// prefix of all that chunk's patches.
+func patchKey(ino peerdrive.Ino, idx int64, seq ...uint32) []byte {
+	k := mapKey(ino, idx)
+	k[0] = tagPatch
+	for _, n := range seq {
+		k = binary.BigEndian.AppendUint32(k, n)
+	}
 	return k
 }
 
