@@ -1591,6 +1591,7 @@ var semCases = []semCase{
 		must(t, unix.Setxattr(d.path("dir"), "user.k", []byte("v"), 0))
 		ts := []unix.Timespec{{Sec: 1234, Nsec: 5}, {Sec: 5678, Nsec: 9}}
 		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, d.path("dir/f2"), ts, 0))
+		d.fs.settle() // closes hand the last chunks to the sealers
 		stats := d.tree.Stats()
 		for round := range 2 {
 			d.remount()
