@@ -65,6 +65,14 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.fsys.tree.SetXattr(meta(ctx), n.ino(), attr, append([]byte(nil), data...), flags); err != nil {
 		return n.errno("setxattr", err)
 	}
+	if attr == xattrCapability {
+		// The next write must drop it again (killPrivs).
+		if st := n.fsys.existing(n.ino()); st != nil {
+			st.mu.Lock()
+			st.capChecked = false
+			st.mu.Unlock()
+		}
+	}
 	return 0
 }
 

@@ -375,7 +375,21 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, e
 	}
 	n.fsys.open(ino)
-	return ch, &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+	return ch, &handle{}, openFlags(flags), 0
+}
+
+// openFlags are the FOPEN flags of an open with flags. A file opened
+// write-only skips the kernel's page cache (FOPEN_DIRECT_IO): without it,
+// the kernel copies every write into the page cache before it copies it
+// again to the daemon, which costs a sequential writer as much CPU as the
+// rest of its write path in the kernel. Such a descriptor cannot be read or
+// mapped, and the kernel drops the cached pages a direct write overwrites,
+// so readers through other descriptors see the new bytes.
+func openFlags(flags uint32) uint32 {
+	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
+	}
+	return fuse.FOPEN_KEEP_CACHE
 }
 
 // Tmpfile creates a file without a name, for open(2) with O_TMPFILE. It is
@@ -521,7 +535,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 	}
 	n.fsys.open(n.ino())
-	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+	return &handle{}, openFlags(flags), 0
 }
 
 func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -149,6 +149,45 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var semCases = []semCase{
+	{name: "WriteOnlyCoherent", fn: func(t *testing.T, d *testDrive) {
+		// A write-only descriptor skips the page cache (FOPEN_DIRECT_IO):
+		// readers through other descriptors, by read(2) and through a
+		// shared mapping, see its writes and appends at once.
+		p := d.path("f")
+		a := bytes.Repeat([]byte("a"), 3*4096)
+		writeFile(t, p, a)
+		rfd := open(t, p, unix.O_RDONLY, 0)
+		defer closeFD(t, rfd)
+		if got := pread(t, rfd, 4096, 4096); !bytes.Equal(got, a[:4096]) {
+			t.Fatalf("first read %q", got[:8])
+		}
+		m, err := unix.Mmap(rfd, 0, len(a), unix.PROT_READ, unix.MAP_SHARED)
+		must(t, err)
+		defer unix.Munmap(m)
+		if m[4096+10] != 'a' {
+			t.Fatalf("mapping reads %q", m[4096+10])
+		}
+		wfd := open(t, p, unix.O_WRONLY, 0)
+		pwrite(t, wfd, []byte("XYZ"), 4096+10)
+		if got := pread(t, rfd, 3, 4096+10); string(got) != "XYZ" {
+			t.Errorf("read through another descriptor %q, want XYZ", got)
+		}
+		if got := string(m[4096+10 : 4096+13]); got != "XYZ" {
+			t.Errorf("shared mapping shows %q, want XYZ", got)
+		}
+		closeFD(t, wfd)
+		afd := open(t, p, unix.O_WRONLY|unix.O_APPEND, 0)
+		if _, err := unix.Write(afd, []byte("END")); err != nil {
+			t.Fatal(err)
+		}
+		closeFD(t, afd)
+		if got := pread(t, rfd, 3, int64(len(a))); string(got) != "END" {
+			t.Errorf("appended bytes read %q, want END", got)
+		}
+		if st := lstat(t, p); st.Size != int64(len(a))+3 {
+			t.Errorf("size %d after the append, want %d", st.Size, len(a)+3)
+		}
+	}},
 	{name: "CreateExcl", fn: func(t *testing.T, d *testDrive) {
 		p := d.path("f")
 		fd := open(t, p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
