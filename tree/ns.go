@@ -459,17 +459,8 @@ func (t *Tree) purge(tx *store.Txn, touched map[peerdrive.Ino]bool, ino peerdriv
 	if err := t.dropPatches(tx, ino, 0); err != nil {
 		return err
 	}
-	var xkeys [][]byte
 	if !e.noXattrs {
-		if err := tx.Iterate(inoKey(tagXattr, ino), nil, false, func(k, _ []byte) (bool, error) {
-			xkeys = append(xkeys, append([]byte(nil), k...))
-			return true, nil
-		}); err != nil {
-			return err
-		}
-	}
-	for _, k := range xkeys {
-		if err := tx.Delete(k); err != nil {
+		if err := deletePrefix(tx, inoKey(tagXattr, ino), nil); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"syscall"
 	"testing"
 
 	"github.com/peerdrive/peerdrive"
@@ -51,10 +50,7 @@ func TestPatchReplay(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	tr, db := openTestTree(t, dir)
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ino := newFile(t, tr, "f")
 	base := bytes.Repeat([]byte("A"), 100<<10)
 	s := tr.Seal(0, base)
 	if err := tr.Commit(ctx, ino, []Sealed{s}); err != nil {
@@ -145,16 +141,13 @@ func TestPatchesDropped(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tr, db := openTestTree(t, t.TempDir())
 			defer db.Close()
-			ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-			if err != nil {
-				t.Fatal(err)
-			}
+			ino := newFile(t, tr, "f")
 			data := []byte("stored chunk zero")
 			s := tr.Seal(0, data)
 			if err := tr.Commit(ctx, ino, []Sealed{s}); err != nil {
 				t.Fatal(err)
 			}
-			err = tr.CommitPatched(ctx, ino, nil, []PatchAt{
+			err := tr.CommitPatched(ctx, ino, nil, []PatchAt{
 				{Idx: 0, Patch: peerdrive.Patch{Base: s.ID, Len: uint32(len(data)), Extents: []peerdrive.PatchExtent{ext(0, "S")}}},
 				{Idx: 3, Patch: peerdrive.Patch{Len: 10, Extents: []peerdrive.PatchExtent{ext(2, "h")}}},
 			})
@@ -177,10 +170,7 @@ func TestStalePatchDeleted(t *testing.T) {
 	ctx := context.Background()
 	tr, db := openTestTree(t, t.TempDir())
 	defer db.Close()
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ino := newFile(t, tr, "f")
 	data := []byte("current")
 	if err := tr.Commit(ctx, ino, []Sealed{tr.Seal(0, data)}); err != nil {
 		t.Fatal(err)

@@ -18,10 +18,7 @@ func TestNoXattrsShortcut(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	tr, db := openTestTree(t, dir)
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ino := newFile(t, tr, "f")
 	if _, err := tr.GetXattr(ctx, ino, "user.a"); !errors.Is(err, ErrNoData) {
 		t.Fatalf("getxattr on a new file: %v, want ErrNoData", err)
 	}
@@ -76,10 +73,7 @@ func TestSetAttrWrittenBySync(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	tr, db := openTestTree(t, dir)
-	ino, _, err := tr.Mknode(ctx, peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ino := newFile(t, tr, "f")
 	boom := errors.New("boom")
 	if _, err := tr.SetAttr(ctx, ino, func(in *peerdrive.Inode) error { in.UID = 7; return boom }); !errors.Is(err, boom) {
 		t.Fatalf("SetAttr with a failing fn: %v", err)

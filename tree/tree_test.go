@@ -33,11 +33,17 @@ func openTreeWithFile(t testing.TB) (*Tree, peerdrive.Ino) {
 	t.Helper()
 	tr, db := openTestTree(t, t.TempDir())
 	t.Cleanup(func() { db.Close() })
-	ino, _, err := tr.Mknode(context.Background(), peerdrive.RootIno, "f", peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
+	return tr, newFile(t, tr, "f")
+}
+
+// newFile makes an empty regular file in the root of tr.
+func newFile(t testing.TB, tr *Tree, name string) peerdrive.Ino {
+	t.Helper()
+	ino, _, err := tr.Mknode(context.Background(), peerdrive.RootIno, name, peerdrive.Inode{Mode: syscall.S_IFREG | 0o644})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tr, ino
+	return ino
 }
 
 // TestFlushManyDirty: the attributes of more open files than one store
