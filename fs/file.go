@@ -665,9 +665,9 @@ func (f *FS) commitFile(ctx context.Context, st *fileState, patch bool) error {
 	return err
 }
 
-// patchOf returns the patch of b, chunk idx of ino, if an fsync may store
-// it instead of the whole chunk.
-// A patch with no extents means the chunk's stored patches hold all of it.
+// patchOf returns the next patch of b, chunk idx of ino, if an fsync may
+// store it instead of sealing the whole chunk; a patch without extents
+// means the chunk's stored patches already hold everything written to it.
 func (f *FS) patchOf(ctx context.Context, ino peerdrive.Ino, idx int64, b *chunkBuf) (peerdrive.Patch, bool) {
 	if b.noPatch || (b.patchBytes+b.extBytes)*4 > b.n || b.patches >= maxPatches || b.patches == 0 && len(b.ext) == 0 {
 		return peerdrive.Patch{}, false
