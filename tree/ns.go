@@ -459,6 +459,7 @@ func (t *Tree) purge(tx *store.Txn, touched map[peerdrive.Ino]bool, ino peerdriv
 	if err := t.dropPatches(tx, ino, 0); err != nil {
 		return err
 	}
+	delete(t.patched, ino) // a hint: none can be written for a purged inode
 	if !e.noXattrs {
 		if err := deletePrefix(tx, inoKey(tagXattr, ino), nil); err != nil {
 			return err
