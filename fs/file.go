@@ -40,6 +40,7 @@ type fileState struct {
 	// data stays dirty, and the next fsync or flusher pass retries it.
 	err        error
 	capChecked bool // a write looked for security.capability (killPrivs)
+	writers    int  // opens that may write (pushChunk)
 }
 
 // waitSealed waits, with st.mu held, until none of st's chunks is with the
@@ -144,22 +145,93 @@ func (f *FS) existing(ino peerdrive.Ino) *fileState {
 	return f.files[ino]
 }
 
-func (f *FS) open(ino peerdrive.Ino) *fileState {
+func (f *FS) open(ino peerdrive.Ino, write bool) *fileState {
+	if write {
+		f.pushMu.Lock() // pushes under way finish first
+		defer f.pushMu.Unlock()
+	}
 	st := f.state(ino)
 	st.mu.Lock()
 	st.opens++
+	if write {
+		st.writers++
+	}
 	st.mu.Unlock()
 	return st
 }
 
+// pushChunk stores chunk idx of the file of n, as committed, in the kernel's
+// page cache (FUSE_NOTIFY_STORE), in the background. A small read of a
+// large file decrypts the whole 1 MiB chunk it falls in; without this the
+// kernel keeps only the pages it asked for, and the next read of the same
+// chunk asks again. It is done only while no open may write the file and
+// nothing of it is buffered: then the committed chunk is what the kernel
+// would read, and nothing can change the file before the store is done
+// (an open for writing and a truncate wait for it: FS.pushMu; the file's
+// state is looked up under it, as a state that no open holds may be
+// forgotten and made anew). The store never reaches past the file's size,
+// which the kernel would take as growth.
+func (f *FS) pushChunk(n *node, ino peerdrive.Ino, idx int64) {
+	select {
+	case f.pushing <- struct{}{}:
+	default:
+		return // pushes are a hint: skip while others are under way
+	}
+	f.aheadMu.Lock()
+	if f.aheadOff {
+		f.aheadMu.Unlock()
+		<-f.pushing
+		return
+	}
+	f.aheadWG.Add(1)
+	f.aheadMu.Unlock()
+	go func() {
+		defer f.aheadWG.Done()
+		defer func() { <-f.pushing }()
+		f.pushMu.RLock()
+		defer f.pushMu.RUnlock()
+		st := f.existing(ino)
+		if st == nil {
+			return
+		}
+		st.mu.Lock()
+		quiet := st.writers == 0 && len(st.dirty) == 0 && len(st.sealing) == 0
+		st.mu.Unlock()
+		if !quiet {
+			return
+		}
+		ctx := context.Background()
+		in, err := f.tree.Inode(ctx, ino)
+		if err != nil {
+			return
+		}
+		ref, ok, err := f.tree.ChunkRef(ctx, ino, idx)
+		if err != nil || !ok {
+			return
+		}
+		plain, err := f.tree.ReadChunk(ctx, ref)
+		if err != nil {
+			return
+		}
+		start := idx * chunkSize
+		end := min(start+int64(len(plain)), int64(in.Size))
+		if end > start {
+			_ = n.WriteCache(start, plain[:end-start]) // best effort
+		}
+	}()
+}
+
 // release drops one open of ino; the last one flushes, forgets the state and
 // purges the file if it was unlinked meanwhile and the kernel forgot it.
-func (f *FS) release(ctx context.Context, ino peerdrive.Ino) error {
+func (f *FS) release(ctx context.Context, ino peerdrive.Ino, write bool) error {
 	st := f.state(ino)
 	err := f.handOff(st)
 	f.mu.Lock()
 	st.mu.Lock()
 	st.opens--
+	if write {
+		st.writers--
+	}
 	purge := false
 	if st.opens <= 0 {
 		if known, ok := f.unlinked[ino]; ok && !known {
@@ -861,6 +933,8 @@ func (f *FS) truncate(ctx context.Context, ino peerdrive.Ino, size uint64) (peer
 	if f.opts.ReadOnly {
 		return peerdrive.Inode{}, ErrReadOnly
 	}
+	f.pushMu.Lock() // a truncate by path has no writer's open (pushChunk)
+	defer f.pushMu.Unlock()
 	st := f.state(ino)
 	defer f.forgetIfIdle(st)
 	st.mu.Lock()

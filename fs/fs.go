@@ -66,6 +66,11 @@ type FS struct {
 	stopOnce sync.Once
 	bufBytes atomic.Int64  // dirty and sealing buffers in memory
 	ahead    chan struct{} // read-ahead loads in flight
+	pushing  chan struct{} // chunks being stored in the page cache (pushChunk)
+	// pushMu is held for reading by each store of a chunk in the page
+	// cache, for writing by what may change a file's bytes without a
+	// writer's open: an open for writing and a truncate (pushChunk).
+	pushMu   sync.RWMutex
 	aheadWG  sync.WaitGroup
 	aheadMu  sync.Mutex
 	aheadOff bool // set by Close: no new read-ahead
@@ -96,6 +101,7 @@ func New(t *tree.Tree, db *store.DB, o Options) *FS {
 		urge:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		ahead:    make(chan struct{}, max(2, n)),
+		pushing:  make(chan struct{}, 2),
 		bufs:     sync.Pool{New: func() any { b := make([]byte, peerdrive.ChunkSize); return &b }},
 	}
 	for range n {

@@ -18,8 +18,9 @@ import (
 // TestFsx exercises one file the way xfstests' fsx does: writes through a read-write
 // descriptor and through a write-only one (which skips the kernel's page cache), writes
 // through a shared mapping with and without msync, truncates, punched holes and zeroed
-// ranges, fsyncs (which store small rewrites as patches) and reopens; after every step that
-// reads, the bytes read through read(2) or a mapping must match a model, and every 50 steps
+// ranges, fsyncs (which store small rewrites as patches), reopens, and stretches with no
+// descriptor that may write (small reads then push whole chunks into the page cache); after
+// every step that reads, the bytes read through read(2) or a mapping must match a model, and every 50 steps
 // the whole file and its size must. The steps run in a child process (TestFsxChild): a page
 // fault on the mount in the process that serves it can stall the Go runtime, and with it
 // the server. On failure the child logs the seed and the last steps
@@ -179,6 +180,20 @@ func TestFsxChild(t *testing.T) {
 			}
 			logf(op, "%s", name)
 			must(t, unix.Fsync(fd))
+		case n < 97 && len(model) > 4096:
+			// With no descriptor that may write, small reads push whole
+			// chunks into the kernel's page cache (pushChunk).
+			logf(op, "close both, 20 small reads through a read-only descriptor, reopen")
+			closeFD(t, rw)
+			closeFD(t, wo)
+			ro := open(t, p, unix.O_RDONLY, 0)
+			for range 20 {
+				off := r.IntN(len(model) - 4096)
+				compare(op, "small read, no writer", pread(t, ro, 1+r.IntN(4096), int64(off)), off)
+			}
+			closeFD(t, ro)
+			rw = open(t, p, unix.O_RDWR, 0)
+			wo = open(t, p, unix.O_WRONLY, 0)
 		case n < 98:
 			logf(op, "reopen the write-only descriptor")
 			closeFD(t, wo)

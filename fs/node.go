@@ -374,9 +374,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if e != 0 {
 		return nil, nil, 0, e
 	}
-	n.fsys.open(ino)
-	return ch, &handle{}, openFlags(flags), 0
+	w := writable(flags)
+	n.fsys.open(ino, w)
+	return ch, &handle{write: w}, openFlags(flags), 0
 }
+
+// writable reports whether an open with flags may write.
+func writable(flags uint32) bool { return flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 }
 
 // openFlags are the FOPEN flags of an open with flags. A file opened
 // write-only skips the kernel's page cache (FOPEN_DIRECT_IO): without it,
@@ -407,11 +411,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, n.errno("tmpfile", err)
 	}
-	n.fsys.open(ino)
+	n.fsys.open(ino, true)
 	n.fsys.dropped(ctx2, ino, true)
 	n.fsys.fillAttr(ino, &in, &out.Attr)
 	ch := n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(ino), Gen: 1})
-	return ch, &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+	return ch, &handle{write: true}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -525,17 +529,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 const renameNoReplace = 1 // RENAME_NOREPLACE
 
 // handle is an open file. The node does the work; the handle only exists so
-// that every open is paired with a release.
-type handle struct{}
+// that every open is paired with a release, and says whether it may write.
+type handle struct{ write bool }
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+	w := writable(flags)
+	if w {
 		if e := n.roErr(); e != 0 {
 			return nil, 0, e
 		}
 	}
-	n.fsys.open(n.ino())
-	return &handle{}, openFlags(flags), 0
+	n.fsys.open(n.ino(), w)
+	return &handle{write: w}, openFlags(flags), 0
 }
 
 func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -544,8 +549,20 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		return nil, n.errno("read", err, "off", off)
 	}
 	n.accessed()
+	// A small read (the kernel's read-ahead asks for a megabyte at a time
+	// when reading on) of a chunk it does not cover: keep the whole chunk,
+	// just decrypted, in the kernel's page cache.
+	if c > 0 && len(dest) <= pushReadMax {
+		idx := off / chunkSize
+		if off > idx*chunkSize || off+int64(c) < (idx+1)*chunkSize && c == len(dest) {
+			n.fsys.pushChunk(n, n.ino(), idx)
+		}
+	}
 	return fuse.ReadResultData(dest[:c]), 0
 }
+
+// pushReadMax is the largest read that makes pushChunk keep its chunk.
+const pushReadMax = 64 << 10
 
 func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	c, err := n.fsys.write(ctx, n.ino(), data, off)
@@ -585,7 +602,7 @@ func (n *node) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	if _, ok := fh.(*handle); !ok {
 		return 0 // a directory handle
 	}
-	if err := n.fsys.release(meta(ctx), n.ino()); err != nil {
+	if err := n.fsys.release(meta(ctx), n.ino(), fh.(*handle).write); err != nil {
 		return n.errno("release", err)
 	}
 	return 0

@@ -149,6 +149,54 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var semCases = []semCase{
+	{name: "PushedChunksStayCoherent", fn: func(t *testing.T, d *testDrive) {
+		// Small reads of a file no one may write push whole chunks into
+		// the kernel's page cache (pushChunk); writes through a read-write
+		// and a write-only descriptor, and a truncate by path, that follow
+		// must all show, and the pushes must never bring old bytes back.
+		p := d.path("f")
+		const size = 3*mib + 5000
+		model := randBytes(7, size)
+		writeFile(t, p, model)
+		d.fs.settle()
+		rfd := open(t, p, unix.O_RDONLY, 0)
+		defer closeFD(t, rfd)
+		r := rand.New(rand.NewPCG(1, 2))
+		sweep := func(when string) {
+			t.Helper()
+			for range 300 {
+				off := r.IntN(len(model) - 4096)
+				if got := pread(t, rfd, 4096, int64(off)); !bytes.Equal(got, model[off:off+4096]) {
+					t.Fatalf("%s: read at %d differs from what was written", when, off)
+				}
+			}
+			waitFor(t, "the pushes of these reads", func() bool { return len(d.fs.pushing) == 0 })
+			if got := pread(t, rfd, len(model), 0); !bytes.Equal(got, model) {
+				t.Fatalf("%s: the whole file differs from what was written", when)
+			}
+		}
+		sweep("first reads")
+		for round := range 6 {
+			flags := unix.O_RDWR
+			if round%2 == 1 {
+				flags = unix.O_WRONLY
+			}
+			wfd := open(t, p, flags, 0)
+			off := r.IntN(len(model) - 10000)
+			b := randBytes(uint64(100+round), 1+r.IntN(9999))
+			pwrite(t, wfd, b, int64(off))
+			copy(model[off:], b)
+			closeFD(t, wfd)
+			d.fs.settle()
+			sweep(fmt.Sprintf("after write %d", round))
+		}
+		must(t, unix.Truncate(p, mib+100))
+		model = model[:mib+100]
+		sweep("after a truncate by path")
+		must(t, unix.Truncate(p, size))
+		model = append(model, make([]byte, size-len(model))...)
+		sweep("after the file grew again")
+	}},
 	{name: "WriteOnlyCoherent", fn: func(t *testing.T, d *testDrive) {
 		// A write-only descriptor skips the page cache (FOPEN_DIRECT_IO):
 		// readers through other descriptors, by read(2) and through a
