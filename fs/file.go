@@ -172,22 +172,8 @@ func (f *FS) open(ino peerdrive.Ino, write bool) *fileState {
 // forgotten and made anew). The store never reaches past the file's size,
 // which the kernel would take as growth.
 func (f *FS) pushChunk(n *node, ino peerdrive.Ino, idx int64) {
-	select {
-	case f.pushing <- struct{}{}:
-	default:
-		return // pushes are a hint: skip while others are under way
-	}
-	f.aheadMu.Lock()
-	if f.aheadOff {
-		f.aheadMu.Unlock()
-		<-f.pushing
-		return
-	}
-	f.aheadWG.Add(1)
-	f.aheadMu.Unlock()
-	go func() {
-		defer f.aheadWG.Done()
-		defer func() { <-f.pushing }()
+	// Pushes are a hint: skipped while others are under way.
+	f.background(f.pushing, func() {
 		f.pushMu.RLock()
 		defer f.pushMu.RUnlock()
 		st := f.existing(ino)
@@ -218,7 +204,32 @@ func (f *FS) pushChunk(n *node, ino peerdrive.Ino, idx int64) {
 		if end > start {
 			_ = n.WriteCache(start, plain[:end-start]) // best effort
 		}
+	})
+}
+
+// background runs fn in a goroutine that holds one of slots, unless all
+// are taken or the FS is closing; it reports whether fn runs. Close waits
+// for every such goroutine (aheadWG): they use the store.
+func (f *FS) background(slots chan struct{}, fn func()) bool {
+	select {
+	case slots <- struct{}{}:
+	default:
+		return false
+	}
+	f.aheadMu.Lock()
+	if f.aheadOff {
+		f.aheadMu.Unlock()
+		<-slots
+		return false
+	}
+	f.aheadWG.Add(1)
+	f.aheadMu.Unlock()
+	go func() {
+		defer f.aheadWG.Done()
+		defer func() { <-slots }()
+		fn()
 	}()
+	return true
 }
 
 // release drops one open of ino; the last one flushes, forgets the state and
@@ -883,28 +894,16 @@ func (f *FS) readAhead(st *fileState, ino peerdrive.Ino, idx, size int64) {
 	}
 	to := min(idx+readAheadChunks, last)
 	for i := max(idx+1, st.aheadTo); i <= to; i++ {
-		select {
-		case f.ahead <- struct{}{}:
-		default:
-			return // enough read-ahead in flight; a later read starts the rest
-		}
-		f.aheadMu.Lock()
-		if f.aheadOff {
-			f.aheadMu.Unlock()
-			<-f.ahead
-			return
-		}
-		f.aheadWG.Add(1)
-		f.aheadMu.Unlock()
-		st.aheadTo = i + 1
-		go func(i int64) {
-			defer f.aheadWG.Done()
-			defer func() { <-f.ahead }()
+		started := f.background(f.ahead, func() {
 			ctx := context.Background()
 			if ref, ok, err := f.tree.ChunkRef(ctx, ino, i); err == nil && ok {
 				f.tree.ReadChunk(ctx, ref) // fills the cache; errors show on the real read
 			}
-		}(i)
+		})
+		if !started {
+			return // enough read-ahead in flight (or closing); a later read starts the rest
+		}
+		st.aheadTo = i + 1
 	}
 }
 
