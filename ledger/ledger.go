@@ -21,8 +21,10 @@ import (
 
 // DefaultAllowance is what a peer may store with this node before it gives
 // anything back: enough for a newcomer's first writes while the probes that
-// measure what it gives (docs/ledger.md §3) are placed.
-const DefaultAllowance = 64 << 20
+// measure what it gives (docs/ledger.md §3) are placed. At 64 MiB a first
+// 256 MiB over six peers with 4+2 (64 MiB and a few bytes each) was refused
+// at its last segments and waited out the uploader's back-off.
+const DefaultAllowance = 256 << 20
 
 // ErrGiveBackFirst is the admission refusal: the peer takes more than it
 // gives back.

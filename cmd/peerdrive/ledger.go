@@ -25,7 +25,7 @@ func ledgerCommands(g *globals) []*cobra.Command {
 // ledgerFlags are the node flags of the ledger and private networks.
 func ledgerFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.Network, "network", "", "private network to run in: a key file or an invite (default: the home's, from 'peerdrive join')")
-	f.Var(sizeValue{&cfg.LedgerAllowance}, "ledger-allowance", "what a peer may store here before it gives back (default 64MiB)")
+	f.Var(sizeValue{&cfg.LedgerAllowance}, "ledger-allowance", "what a peer may store here before it gives back (default 256MiB)")
 }
 
 func networkCmd(g *globals) *cobra.Command {
