@@ -109,7 +109,8 @@ func (n *Node) putRoot(ctx context.Context, p peer.ID, b []byte) (time.Duration,
 	if err != nil {
 		return 0, err
 	}
-	return c.upload(msg, b)
+	_, lat, err := c.upload(msg, b)
+	return lat, err
 }
 
 // GetRoot fetches owner's root record from peer p. The record is verified:

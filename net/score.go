@@ -26,7 +26,20 @@ type PeerScore struct {
 	Latency     time.Duration // EWMA of the service latency; 0 if never measured
 	Full        bool          // the peer last refused a PUT as full (and has not had room since)
 	LastFailure time.Time     // zero if none
-	fullAt      time.Time
+	// Used and Capacity are the peer's own figures from its last PUT or
+	// STAT reply (Capacity 0: not known); SpaceAt is when they came.
+	Used, Capacity int64
+	SpaceAt        time.Time
+	fullAt         time.Time
+}
+
+// Free is the peer's room for new shards as last reported, and whether it
+// is known.
+func (s PeerScore) Free() (int64, bool) {
+	if s.Capacity <= 0 {
+		return 0, false
+	}
+	return max(s.Capacity-s.Used, 0), true
 }
 
 // Healthy reports whether the peer has never sent a bad shard and has not
@@ -99,6 +112,18 @@ func (s *Scores) BadShard(p peer.ID) {
 		ps.Failures++
 		ps.InARow++
 		ps.LastFailure = time.Now()
+	})
+}
+
+// SetSpace records the peer's used and contributed space from a reply;
+// a reply without them (capacity 0, an older peer) or out of range changes
+// nothing.
+func (s *Scores) SetSpace(p peer.ID, used, capacity uint64) {
+	if capacity == 0 || capacity > 1<<62 || used > 1<<62 {
+		return
+	}
+	s.update(p, func(ps *PeerScore) {
+		ps.Used, ps.Capacity, ps.SpaceAt = int64(used), int64(capacity), time.Now()
 	})
 }
 

@@ -165,7 +165,13 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 			return
 		}
 		err := sv.store.Put(ctx, owner, rq.id, data)
-		writeReply(s, rt, sv.storeReply(err, log, "put", rq.id), nil)
+		w := sv.storeReply(err, log, "put", rq.id)
+		if err == nil {
+			// The uploader places by free space (docs/protocol.md §3).
+			used, capacity, _ := sv.store.Usage()
+			w.Used, w.Capacity = uint64(max(used, 0)), uint64(max(capacity, 0))
+		}
+		writeReply(s, rt, w, nil)
 
 	case typeGet:
 		data, err := sv.store.Get(ctx, rq.id)

@@ -528,6 +528,10 @@ func TestShardFullAndOwners(t *testing.T) {
 	if err := a.PutShard(ctx, bp, id1, d1); err != nil {
 		t.Fatal(err)
 	}
+	// The PUT's reply told the client the peer's space.
+	if sc := a.PeerScore(bp); sc.Capacity != 1<<20 || sc.Used != int64(len(d1)) {
+		t.Fatalf("space after a PUT: used %d of %d, want %d of %d", sc.Used, sc.Capacity, len(d1), 1<<20)
+	}
 	if err := a.PutShard(ctx, bp, id2, d2); !errors.Is(err, ErrFull) {
 		t.Fatalf("PUT beyond the capacity = %v, want ErrFull", err)
 	}

@@ -230,29 +230,30 @@ func (n *Node) PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, da
 	if len(data) > MaxShardSize {
 		return fmt.Errorf("net: put shard %s: %d bytes, over %d: %w", id.Short(), len(data), MaxShardSize, ErrRefused)
 	}
-	lat, err := n.putShard(ctx, p, id, data)
+	w, lat, err := n.putShard(ctx, p, id, data)
 	if err == nil {
 		n.observePut(p, id, len(data)) // the ledger (admission.go)
+		n.scores.SetSpace(p, w.Used, w.Capacity)
 	}
 	return n.finish(p, "put", id.Short(), err, lat)
 }
 
-func (n *Node) putShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) (time.Duration, error) {
+func (n *Node) putShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) (wireReply, time.Duration, error) {
 	msg, err := encodeRequest(request{typ: typePut, id: id, size: len(data)})
 	if err != nil {
-		return 0, err
+		return wireReply{}, 0, err
 	}
 	c, err := n.dial(ctx, p, typePut)
 	if err != nil {
-		return 0, err
+		return wireReply{}, 0, err
 	}
 	return c.upload(msg, data)
 }
 
 // upload writes a request and its body while reading the reply, so that a
 // refusal is seen (and the upload stopped) before the whole body is sent.
-// It returns the time from the end of the upload to the reply.
-func (c *call) upload(msg, body []byte) (time.Duration, error) {
+// It returns the reply and the time from the end of the upload to it.
+func (c *call) upload(msg, body []byte) (wireReply, time.Duration, error) {
 	type sent struct {
 		err error
 		at  time.Time
@@ -275,12 +276,12 @@ func (c *call) upload(msg, body []byte) (time.Duration, error) {
 	if err != nil {
 		c.s.Reset()
 		<-wrote
-		return 0, c.done(err)
+		return wireReply{}, 0, c.done(err)
 	}
 	// The peer replies only after reading the whole body.
 	wr := <-wrote
 	c.done(nil)
-	return c.replyAt.Sub(wr.at), nil
+	return w, c.replyAt.Sub(wr.at), nil
 }
 
 // GetShard fetches shard id from peer p and verifies it: bytes that do not
@@ -425,6 +426,7 @@ func (n *Node) StatPeer(ctx context.Context, p peer.ID) (PeerStat, error) {
 		return PeerStat{}, err
 	}
 	n.scores.SetFull(p, st.Free() == 0)
+	n.scores.SetSpace(p, uint64(st.Used), uint64(st.Capacity))
 	return st, nil
 }
 

@@ -211,6 +211,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// The replica places shards in the order the node's network gives.
+var _ replica.Placer = (*pnet.Node)(nil)
+
 func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 	cfg := &n.cfg
 	var err error

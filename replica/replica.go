@@ -25,7 +25,7 @@ import (
 type Network interface {
 	// StoragePeers are the connected peers that store shards.
 	StoragePeers() []peer.ID
-	// RankPeers orders peers best first (healthy, free space, low latency).
+	// RankPeers orders peers best first (healthy, not full, low latency).
 	RankPeers(ps []peer.ID) []peer.ID
 	PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) error
 	// GetShard returns the shard's bytes, verified against id.

@@ -345,26 +345,22 @@ func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, 
 	return out, nil
 }
 
-// placementOrder lists the storage peers for a new segment: usable ones
-// first, in random order so that shards spread over all peers rather than
-// always the fastest n; the others after them, ranked.
+// Placer is a Network that orders peers for a new segment's shards, best
+// first (net.Node: usable peers in a random order weighted toward low
+// latency and free space, then the others ranked).
+type Placer interface {
+	PlacementOrder(ps []peer.ID) []peer.ID
+}
+
+// placementOrder lists the storage peers for a new segment, best first: the
+// Network's order if it is a Placer, else a random one.
 func (r *Replica) placementOrder() []peer.ID {
 	ps := r.net.StoragePeers()
-	u, ok := r.net.(interface{ Usable(peer.ID) bool })
-	if !ok {
-		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
-		return ps
+	if o, ok := r.net.(Placer); ok {
+		return o.PlacementOrder(ps)
 	}
-	var good, bad []peer.ID
-	for _, p := range ps {
-		if u.Usable(p) {
-			good = append(good, p)
-		} else {
-			bad = append(bad, p)
-		}
-	}
-	rand.Shuffle(len(good), func(i, j int) { good[i], good[j] = good[j], good[i] })
-	return append(good, r.net.RankPeers(bad)...)
+	rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+	return ps
 }
 
 // commitSegment records a placed segment and takes its chunks off the
