@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -116,10 +119,17 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return 0
 }
 
+// Listxattr lists the attribute names. Linux shows trusted.* names only to
+// a caller with CAP_SYS_ADMIN (ext4 and tmpfs filter them in their list
+// handlers); the kernel passes listxattr(2) to FUSE as it is, so the
+// filtering is ours. Reading them is already refused by the kernel.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	names, err := n.fsys.tree.ListXattr(meta(ctx), n.ino())
 	if err != nil {
 		return 0, n.errno("listxattr", err)
+	}
+	if slices.ContainsFunc(names, isTrusted) && !sysAdmin(ctx) {
+		names = slices.DeleteFunc(names, isTrusted)
 	}
 	size := 0
 	for _, s := range names {
@@ -134,6 +144,36 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		b = append(b, 0)
 	}
 	return uint32(size), 0
+}
+
+func isTrusted(name string) bool { return strings.HasPrefix(name, "trusted.") }
+
+// capSysAdmin is CAP_SYS_ADMIN's bit in a capability set.
+const capSysAdmin = 1 << 21
+
+// sysAdmin reports whether the caller of the request of ctx has
+// CAP_SYS_ADMIN in its effective set, read from /proc as FUSE does not
+// carry it. The caller is blocked in the system call while we answer, so
+// its thread ID names it. If its status cannot be read, root counts as
+// privileged, as without capabilities dropped.
+func sysAdmin(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	if c.Pid != 0 {
+		if b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status"); err == nil {
+			for line := range strings.Lines(string(b)) {
+				if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+					caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+					if err == nil {
+						return caps&capSysAdmin != 0
+					}
+				}
+			}
+		}
+	}
+	return c.Uid == 0
 }
 
 // fallocate modes (linux/falloc.h).
@@ -169,6 +209,9 @@ func (n *node) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, siz
 	switch mode &^ fallocKeepSize {
 	case 0:
 		if mode&fallocKeepSize != 0 || end <= in.Size {
+			// Nothing to write, but ext4 and tmpfs still mark the file
+			// modified, as for any fallocate that succeeds.
+			n.fsys.modified(ino)
 			return 0
 		}
 		if err := n.fsys.checkQuota(int64(end - in.Size)); err != nil {
@@ -182,15 +225,21 @@ func (n *node) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, siz
 		if mode == fallocPunchHole { // punching requires KEEP_SIZE
 			return syscall.EOPNOTSUPP
 		}
+		changed := false
 		if off < in.Size {
 			if err := n.fsys.zeroRange(ctx, ino, off, min(end, in.Size)); err != nil {
 				return n.errno("fallocate", err)
 			}
+			changed = true
 		}
 		if mode&fallocKeepSize == 0 && end > in.Size {
 			if _, err := n.fsys.truncate(ctx, ino, end); err != nil {
 				return n.errno("fallocate", err)
 			}
+			changed = true
+		}
+		if !changed {
+			n.fsys.modified(ino) // a range past the end: times only, as on ext4
 		}
 		return 0
 	}

@@ -1057,6 +1057,19 @@ func (f *FS) killPrivs(ctx context.Context, ino peerdrive.Ino) {
 	}
 }
 
+// modified sets the modification and change times of ino to now, for a
+// change of its data that wrote nothing (a fallocate that only reserves).
+// A failure is logged: the data is as the caller asked.
+func (f *FS) modified(ino peerdrive.Ino) {
+	now := tree.Now()
+	if _, err := f.tree.Touch(ino, func(in *peerdrive.Inode) bool {
+		in.Mtime, in.Ctime = now, now
+		return true
+	}); err != nil {
+		f.log.Warn("times not updated", "ino", ino, "err", err)
+	}
+}
+
 // killSuidSgidOf applies killSuidSgid to the inode ino.
 func (f *FS) killSuidSgidOf(ino peerdrive.Ino) {
 	_, _ = f.tree.Touch(ino, func(in *peerdrive.Inode) bool {

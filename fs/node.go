@@ -11,6 +11,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/tree"
@@ -25,6 +26,7 @@ type node struct {
 
 var (
 	_ gofs.NodeGetattrer     = (*node)(nil)
+	_ gofs.NodeStatxer       = (*node)(nil)
 	_ gofs.NodeSetattrer     = (*node)(nil)
 	_ gofs.NodeLookuper      = (*node)(nil)
 	_ gofs.NodeReaddirer     = (*node)(nil)
@@ -86,11 +88,12 @@ func (n *node) roErr() syscall.Errno {
 	return 0
 }
 
-// accessed sets the access time after a read or a listing, under Linux's
-// relatime rule (the default mount option): only if the access time is not
-// later than the modification or change time, or is a day old. The kernel
-// serves reads from its cache without asking, so a file read again from
-// the cache keeps its access time, as with any FUSE filesystem.
+// accessed sets the access time after a read, a listing or a readlink,
+// under Linux's relatime rule (the default mount option): only if the
+// access time is not later than the modification or change time, or is a
+// day old. The kernel serves reads from its cache without asking, so a
+// file read again from the cache keeps its access time, as with any FUSE
+// filesystem.
 func (n *node) accessed() {
 	if n.fsys.opts.ReadOnly {
 		return
@@ -173,6 +176,39 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		return n.errno("getattr", err)
 	}
 	n.fsys.fillAttr(n.ino(), &in, &out.Attr)
+	return 0
+}
+
+// Statx answers a statx(2) that asks for the birth time, which ext4 and
+// tmpfs report and the tree keeps (the kernel sends the other stat calls
+// as GETATTR). The other fields are Getattr's, all of them, so that the
+// kernel may cache them as it does GETATTR's.
+func (n *node) Statx(ctx context.Context, fh gofs.FileHandle, flags, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	in, err := n.fsys.tree.Inode(meta(ctx), n.ino())
+	if err != nil {
+		return n.errno("statx", err)
+	}
+	var a fuse.Attr
+	n.fsys.fillAttr(n.ino(), &in, &a)
+	sx := &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	sx.Blksize = a.Blksize
+	sx.Nlink = a.Nlink
+	sx.Uid, sx.Gid = a.Uid, a.Gid
+	sx.Mode = uint16(a.Mode)
+	sx.Ino = a.Ino
+	sx.Size = a.Size
+	sx.Blocks = a.Blocks
+	sx.Atime = fuse.SxTime{Sec: a.Atime, Nsec: a.Atimensec}
+	sx.Mtime = fuse.SxTime{Sec: a.Mtime, Nsec: a.Mtimensec}
+	sx.Ctime = fuse.SxTime{Sec: a.Ctime, Nsec: a.Ctimensec}
+	if in.Btime != 0 { // an inode made before the tree kept it has none
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime.Sec, sx.Btime.Nsec = splitNanos(in.Btime)
+	}
+	// FUSE carries a GETATTR's rdev in the kernel's 32-bit encoding, which
+	// the 64-bit split below reads alike.
+	sx.RdevMajor, sx.RdevMinor = unix.Major(uint64(a.Rdev)), unix.Minor(uint64(a.Rdev))
 	return 0
 }
 
@@ -447,6 +483,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if in.Mode&syscall.S_IFMT != syscall.S_IFLNK {
 		return nil, syscall.EINVAL
 	}
+	// readlink(2) and following the link in a path both touch the access
+	// time on Linux; FUSE inodes are S_NOATIME, so the kernel leaves it to us.
+	n.accessed()
 	return []byte(in.Target), 0
 }
 

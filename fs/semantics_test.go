@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1137,6 +1138,45 @@ var semCases = []semCase{
 		must(t, unix.Unlink(p))
 		waitFor(t, "the file to be purged", func() bool { return d.tree.Stats().Inodes == 2 })
 	}},
+	{name: "XattrTrustedList", fn: func(t *testing.T, d *testDrive) {
+		// Linux lists trusted.* names only to a caller with CAP_SYS_ADMIN
+		// (ext4 and tmpfs filter them); FUSE passes listxattr(2) on.
+		must(t, os.Chmod(filepath.Dir(d.mnt), 0o755)) // t.TempDir makes it 0700
+		p := d.path("f")
+		writeFile(t, p, nil)
+		must(t, unix.Setxattr(p, "trusted.t", []byte("t"), 0))
+		must(t, unix.Setxattr(p, "user.u", []byte("u"), 0))
+		list := func() ([]string, error) {
+			sz, err := unix.Listxattr(p, nil)
+			if err != nil {
+				return nil, err
+			}
+			b := make([]byte, sz)
+			n, err := unix.Listxattr(p, b)
+			if err != nil {
+				return nil, err
+			}
+			if n != sz {
+				return nil, fmt.Errorf("listxattr: size %d, then %d bytes", sz, n)
+			}
+			names := strings.Split(strings.TrimSuffix(string(b[:n]), "\x00"), "\x00")
+			slices.Sort(names)
+			return names, nil
+		}
+		names, err := list()
+		if err != nil || !slices.Equal(names, []string{"trusted.t", "user.u"}) {
+			t.Fatalf("listxattr as root: %q, %v", names, err)
+		}
+		for _, uid := range []int{0, 1000} {
+			withoutSysAdmin(t, uid, uid, func() error {
+				names, err := list()
+				if err != nil || !slices.Equal(names, []string{"user.u"}) {
+					return fmt.Errorf("listxattr without CAP_SYS_ADMIN: %q, %v", names, err)
+				}
+				return nil
+			})
+		}
+	}},
 	{name: "Statfs", opt: func(o *Options) { o.Quota = 16 * mib }, fn: func(t *testing.T, d *testDrive) {
 		var st unix.Statfs_t
 		must(t, unix.Statfs(d.mnt, &st))
@@ -1314,6 +1354,96 @@ var semCases = []semCase{
 		closeFD(t, fd)
 		d.remount()
 		wantBytes(t, "after remount", readFile(t, p), want)
+	}},
+	{name: "FallocateTimes", fn: func(t *testing.T, d *testDrive) {
+		// Any fallocate that succeeds marks the file modified on ext4 and
+		// tmpfs, also one that writes nothing: a reservation inside the
+		// size or with KEEP_SIZE, or a range past the end. Found by
+		// comparing with ext4 and tmpfs (pjdfstest does not look).
+		p := d.path("f")
+		writeFile(t, p, []byte("0123456789"))
+		fd := open(t, p, unix.O_RDWR, 0)
+		defer closeFD(t, fd)
+		old := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}
+		for _, c := range []struct {
+			name      string
+			mode      uint32
+			off, size int64
+		}{
+			{"inside the size", 0, 0, 5},
+			{"KEEP_SIZE past the end", unix.FALLOC_FL_KEEP_SIZE, 0, 1 << 20},
+			{"PUNCH_HOLE past the end", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 100, 10},
+			{"ZERO_RANGE|KEEP_SIZE past the end", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 100, 10},
+		} {
+			must(t, unix.UtimesNano(p, old))
+			ctime := fstat(t, fd).Ctim
+			time.Sleep(10 * time.Millisecond) // a visible step of the clock
+			before := time.Now().Add(-time.Second).UnixNano()
+			must(t, unix.Fallocate(fd, c.mode, c.off, c.size))
+			st := fstat(t, fd)
+			if st.Mtim.Nano() < before || unix.TimespecToNsec(st.Ctim) <= unix.TimespecToNsec(ctime) {
+				t.Errorf("fallocate %s: mtime %v, ctime %v (was %v)", c.name, st.Mtim, st.Ctim, ctime)
+			}
+			if st.Size != 10 || st.Atim.Sec != 1000 {
+				t.Errorf("fallocate %s: size %d, atime %v", c.name, st.Size, st.Atim)
+			}
+		}
+	}},
+	{name: "StatxBtime", fn: func(t *testing.T, d *testDrive) {
+		// statx(2) reports the birth time, as on ext4 and tmpfs; it stays
+		// while the other times move. The basic fields agree with stat(2).
+		statx := func(p string) unix.Statx_t {
+			t.Helper()
+			var sx unix.Statx_t
+			must(t, unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx))
+			return sx
+		}
+		before := time.Now().Add(-time.Second).UnixNano()
+		p := d.path("f")
+		writeFile(t, p, []byte("data"))
+		must(t, unix.Mknod(d.path("c"), unix.S_IFCHR|0o600, int(unix.Mkdev(5, 7))))
+		after := time.Now().Add(time.Second).UnixNano()
+		sx := statx(p)
+		btime := unix.TimespecToNsec(unix.Timespec{Sec: sx.Btime.Sec, Nsec: int64(sx.Btime.Nsec)})
+		if sx.Mask&unix.STATX_BTIME == 0 || btime < before || btime > after {
+			t.Fatalf("statx: mask %#x, btime %d, made between %d and %d", sx.Mask, btime, before, after)
+		}
+		must(t, unix.UtimesNano(p, []unix.Timespec{{Sec: 1000}, {Sec: 2000}}))
+		writeFile(t, p, []byte("more data"))
+		sx2 := statx(p)
+		if sx2.Btime != sx.Btime || sx2.Mtime.Sec < before/1e9 {
+			t.Fatalf("after utimes and a write: btime %v (was %v), mtime %v", sx2.Btime, sx.Btime, sx2.Mtime)
+		}
+		st := lstat(t, p)
+		if sx2.Size != uint64(st.Size) || sx2.Blocks != uint64(st.Blocks) || uint32(sx2.Mode) != st.Mode || sx2.Ino != st.Ino || uint64(sx2.Nlink) != st.Nlink {
+			t.Fatalf("statx %+v disagrees with stat %+v", sx2, st)
+		}
+		if c := statx(d.path("c")); c.Rdev_major != 5 || c.Rdev_minor != 7 || c.Mode&unix.S_IFMT != unix.S_IFCHR {
+			t.Fatalf("statx of a device: %d:%d, mode %o", c.Rdev_major, c.Rdev_minor, c.Mode)
+		}
+	}},
+	{name: "ReadlinkAtime", fn: func(t *testing.T, d *testDrive) {
+		// readlink(2) touches the link's access time under relatime, as
+		// on ext4 and tmpfs; FUSE leaves it to the server.
+		l := d.path("l")
+		must(t, os.Symlink("target", l))
+		old := []unix.Timespec{{Sec: 1000}, {Sec: 2000}} // atime before mtime
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, l, old, unix.AT_SYMLINK_NOFOLLOW))
+		before := time.Now().Add(-time.Second).UnixNano()
+		if got, err := os.Readlink(l); err != nil || got != "target" {
+			t.Fatalf("readlink: %q, %v", got, err)
+		}
+		st := lstat(t, l)
+		if st.Atim.Nano() < before || st.Mtim.Sec != 2000 {
+			t.Fatalf("after readlink: atime %v, mtime %v", st.Atim, st.Mtim)
+		}
+		// Again: the access time is now later than the other times.
+		if _, err := os.Readlink(l); err != nil {
+			t.Fatal(err)
+		}
+		if again := lstat(t, l); again.Atim != st.Atim {
+			t.Fatalf("a second readlink moved atime from %v to %v", st.Atim, again.Atim)
+		}
 	}},
 	{name: "NameTooLong", fn: func(t *testing.T, d *testDrive) {
 		long := strings.Repeat("n", 256)
@@ -1801,4 +1931,32 @@ func writeAt(p string, off int64) error {
 	defer unix.Close(fd)
 	_, err = unix.Pwrite(fd, []byte("x"), off)
 	return err
+}
+
+// withoutSysAdmin runs fn like asUser, on a thread that also lacks
+// CAP_SYS_ADMIN, which setfsuid leaves: capabilities belong to the thread,
+// which is thrown away after.
+func withoutSysAdmin(t testing.TB, uid, gid int, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_SYS_ADMIN
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capset: %w", err)
+			return
+		}
+		unix.Setfsgid(gid)
+		unix.Setfsuid(uid)
+		errc <- fn()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("as uid %d without CAP_SYS_ADMIN: %v", uid, err)
+	}
 }
