@@ -305,7 +305,14 @@ type nodeStatus struct {
 	PeerLossTolerated     int    `json:"peer_loss_tolerated"`
 	CachedBytes           int64  `json:"cached_bytes"`
 	HeldForPeersBytes     int64  `json:"held_for_peers_bytes"`
-	raw                   string
+	StoragePeers          []struct {
+		Peer          string  `json:"peer"`
+		LatencyMS     float64 `json:"latency_ms"`
+		UsedBytes     int64   `json:"used_bytes"`
+		CapacityBytes int64   `json:"capacity_bytes"`
+		Healthy       bool    `json:"healthy"`
+	} `json:"storage_peers"`
+	raw string
 }
 
 // statusFields must all be in the object; the last four are this issue's additions.

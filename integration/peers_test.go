@@ -52,6 +52,17 @@ func TestPeersSurvive(t *testing.T) {
 	pollStatus(t, home, "4+2 shards, peer_loss_tolerated ≥ 2 over 8 peers", 10*time.Second, func(st nodeStatus) bool {
 		return st.DataShards == 4 && st.ParityShards == 2 && st.PeerLossTolerated >= 2
 	})
+	// Every peer that took shards told us its space in its PUT replies.
+	st := mustStatus(t, home)
+	known := 0
+	for _, p := range st.StoragePeers {
+		if p.CapacityBytes > 0 && p.UsedBytes > 0 && p.Healthy && p.LatencyMS > 0 {
+			known++
+		}
+	}
+	if len(st.StoragePeers) != 8 || known != 8 {
+		t.Errorf("storage_peers: %d rows, %d with space, latency and health known; want 8 of 8; status: %s", len(st.StoragePeers), known, st.raw)
+	}
 	d.Stop(t)
 
 	// A cache far smaller than the data: once the synced chunks are evicted, reads go to the peers.

@@ -47,6 +47,9 @@ type Status struct {
 	ReadOnlyReason    string `json:"read_only_reason,omitempty"`
 	RootSeq           uint64 `json:"root_seq,omitempty"`
 	Writer            string `json:"writer,omitempty"`
+	// StoragePeers is what the shard client knows of each connected
+	// storage peer, in placement preference (docs/protocol.md §3).
+	StoragePeers []PeerRow `json:"storage_peers,omitempty"`
 
 	LedgerStatus // per-peer ledger, network ledger (ledger.go)
 
@@ -54,6 +57,40 @@ type Status struct {
 	GCFreedBytes   int64 `json:"gc_freed_bytes"`   // gc.go
 
 	RepairStatus // audits and repair (repair.go)
+}
+
+// PeerRow is one connected storage peer in `status`.
+type PeerRow struct {
+	Peer      string  `json:"peer"`
+	LatencyMS float64 `json:"latency_ms,omitempty"` // EWMA of its service latency; absent if never measured
+	// Used and Capacity are the peer's own figures from its last PUT or
+	// STAT reply; absent if it has not told us.
+	UsedBytes     int64  `json:"used_bytes,omitempty"`
+	CapacityBytes int64  `json:"capacity_bytes,omitempty"`
+	Healthy       bool   `json:"healthy"` // no bad shard, fewer than 3 failures in a row
+	Full          bool   `json:"full"`    // refused a PUT for room recently
+	Successes     uint64 `json:"successes"`
+	Failures      uint64 `json:"failures"`
+}
+
+// peerRows lists the connected storage peers, best first.
+func (n *Node) peerRows() []PeerRow {
+	peers := n.net.RankPeers(n.net.StoragePeers())
+	rows := make([]PeerRow, 0, len(peers))
+	for _, p := range peers {
+		s := n.net.PeerScore(p)
+		rows = append(rows, PeerRow{
+			Peer:          p.String(),
+			LatencyMS:     float64(s.Latency.Microseconds()) / 1000,
+			UsedBytes:     s.Used,
+			CapacityBytes: s.Capacity,
+			Healthy:       s.Healthy(),
+			Full:          s.Healthy() && !n.net.Usable(p), // usable: healthy and not recently full
+			Successes:     s.Successes,
+			Failures:      s.Failures,
+		})
+	}
+	return rows
 }
 
 // Status reports the node's figures.
@@ -73,6 +110,7 @@ func (n *Node) Status() Status {
 		HeldShards:       count,
 		StorageOnly:      n.cfg.StorageOnly,
 		CacheBytes:       n.cfg.CacheSize,
+		StoragePeers:     n.peerRows(),
 	}
 	n.ledgerStatus(&st) // ledger.go
 	if n.tree == nil {

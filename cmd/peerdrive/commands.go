@@ -200,8 +200,25 @@ func statusCmd(g *globals) *cobra.Command {
 			}
 			fmt.Printf("used:           %s in %d chunks (%s stored), %d inodes\n", humanize.IBytes(st.UsedBytes), st.Chunks, humanize.IBytes(st.StoredBytes), st.Inodes)
 			fmt.Printf("pending upload: %s\n", humanize.IBytes(st.PendingUploadBytes))
+			if st.LastUploadError != "" {
+				fmt.Printf("upload error:   %s\n", st.LastUploadError)
+			}
 			fmt.Printf("under-replicated chunks: %d, lost chunks: %d\n", st.UnderReplicatedChunks, st.LostChunks)
+			if st.Chunks > 0 {
+				fmt.Printf("peers that may be lost now without losing data: %d\n", st.PeerLossTolerated)
+			}
+			if st.CacheBytes > 0 || st.CachedBytes > 0 {
+				fmt.Printf("cache:          %s of %s\n", humanize.IBytes(uint64(max(st.CachedBytes, 0))), humanize.IBytes(uint64(max(st.CacheBytes, 0))))
+			}
+			fmt.Printf("held for peers: %s in %d shards\n", humanize.IBytes(uint64(max(st.HeldBytes, 0))), st.HeldShards)
+			if st.Snapshots > 0 {
+				fmt.Printf("snapshots:      %d (root %d, written by %s)\n", st.Snapshots, st.RootSeq, st.Writer)
+			}
+			if st.ReadOnlyReason != "" {
+				fmt.Printf("read-only:      %s\n", st.ReadOnlyReason)
+			}
 			fmt.Printf("audits: %d passed, %d failed; segments repaired: %d\n", st.AuditsPassed, st.AuditsFailed, st.RepairedSegments)
+			printPeers(st)
 			printLedger(st) // ledger.go
 			return nil
 		},
@@ -235,4 +252,30 @@ func snapshotsCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return c
+}
+
+// printPeers prints the storage peers' table of `status`.
+func printPeers(st node.Status) {
+	if len(st.StoragePeers) == 0 {
+		return
+	}
+	fmt.Printf("storage peers (latency, free of contributed, requests ok/failed):\n")
+	for _, r := range st.StoragePeers {
+		lat := "-"
+		if r.LatencyMS > 0 {
+			lat = fmt.Sprintf("%.1f ms", r.LatencyMS)
+		}
+		space := "space unknown"
+		if r.CapacityBytes > 0 {
+			space = fmt.Sprintf("%s free of %s", humanize.IBytes(uint64(max(r.CapacityBytes-r.UsedBytes, 0))), humanize.IBytes(uint64(r.CapacityBytes)))
+		}
+		state := ""
+		switch {
+		case !r.Healthy:
+			state = "  unhealthy"
+		case r.Full:
+			state = "  full"
+		}
+		fmt.Printf("  %s  %s  %s  %d/%d%s\n", r.Peer, lat, space, r.Successes, r.Failures, state)
+	}
 }
