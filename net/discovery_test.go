@@ -1,6 +1,7 @@
 package net
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -29,7 +30,7 @@ func newMemStore() *memStore { return &memStore{m: map[peerdrive.ShardID][]byte{
 
 func (s *memStore) Put(_ context.Context, _ string, id peerdrive.ShardID, data []byte) error {
 	s.mu.Lock()
-	s.m[id] = data
+	s.m[id] = bytes.Clone(data) // the server reuses data
 	s.mu.Unlock()
 	return nil
 }
