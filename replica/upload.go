@@ -231,15 +231,16 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 	var chunks []ChunkLoc
 	err := r.db.View(func(tx *store.Txn) error {
 		for _, q := range b {
-			v, err := tx.GetChunk(q.id)
+			off := len(seg)
+			var err error
+			seg, err = tx.AppendChunk(seg, q.id)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // deleted meanwhile
 			}
 			if err != nil {
 				return err
 			}
-			chunks = append(chunks, ChunkLoc{ID: q.id, Off: uint32(len(seg)), Len: uint32(len(v))})
-			seg = append(seg, v...)
+			chunks = append(chunks, ChunkLoc{ID: q.id, Off: uint32(off), Len: uint32(len(seg) - off)})
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -197,11 +198,35 @@ func (p *packs) readFrom(loc chunkLoc, open func(uint32) (*os.File, error)) ([]b
 		return nil, err
 	}
 	b := make([]byte, loc.len)
+	if err := readLoc(f, b, loc); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readAppend reads loc's bytes onto the end of dst.
+func (p *packs) readAppend(dst []byte, loc chunkLoc) ([]byte, error) {
+	p.mu.Lock()
+	f, err := p.file(loc.pack)
+	p.mu.Unlock()
+	if err != nil {
+		return dst, err
+	}
+	n := len(dst)
+	dst = slices.Grow(dst, int(loc.len))[:n+int(loc.len)]
+	if err := readLoc(f, dst[n:], loc); err != nil {
+		return dst[:n], err
+	}
+	return dst, nil
+}
+
+// readLoc fills b, loc.len bytes, from f at loc.
+func readLoc(f *os.File, b []byte, loc chunkLoc) error {
 	n, err := f.ReadAt(b, int64(loc.off))
 	if n == len(b) {
-		return b, nil
+		return nil
 	}
-	return nil, fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, n, ErrCorrupt, err)
+	return fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, n, ErrCorrupt, err)
 }
 
 // willNeed asks the kernel to start reading loc's bytes into the page

@@ -576,6 +576,21 @@ func (t *Txn) DeleteChunk(id peerdrive.ChunkID) error { return t.DeleteBlob(chun
 // GetChunk returns the sealed bytes of chunk id, or ErrNotFound.
 func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(chunkKey(id)) }
 
+// AppendChunk appends the sealed bytes of chunk id to dst and returns the
+// extended slice, or ErrNotFound: read straight into dst's spare capacity,
+// without a buffer of its own (the uploader packs segments this way).
+func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
+	v, err := t.Get(chunkKey(id))
+	if err != nil {
+		return dst, err
+	}
+	loc, err := decodeLoc(v)
+	if err != nil {
+		return dst, err
+	}
+	return t.db.packs.readAppend(dst, loc)
+}
+
 // HasChunk reports whether chunk id is stored.
 func (t *Txn) HasChunk(id peerdrive.ChunkID) (bool, error) { return t.Has(chunkKey(id)) }
 

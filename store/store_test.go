@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/peerdrive/peerdrive"
 	"github.com/peerdrive/peerdrive/store"
 	"github.com/peerdrive/peerdrive/store/storetest"
 )
@@ -90,5 +91,45 @@ func TestSyncSharedConcurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestAppendChunk: a chunk read onto the end of a buffer, into its spare
+// capacity or beyond it; a missing chunk leaves the buffer as it was.
+func TestAppendChunk(t *testing.T) {
+	db := openTemp(t)
+	a, b := []byte("sealed chunk a"), []byte("the other sealed chunk, b")
+	var ida, idb, missing peerdrive.ChunkID
+	ida[0], idb[0], missing[0] = 1, 2, 3
+	if err := db.Update(0, func(tx *store.Txn) error {
+		if err := tx.PutChunk(ida, a); err != nil {
+			return err
+		}
+		return tx.PutChunk(idb, b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.View(func(tx *store.Txn) error {
+		buf := make([]byte, 0, len(a)+3) // room for a, not for b
+		buf = append(buf, "hdr"...)
+		buf, err := tx.AppendChunk(buf[:3], ida)
+		if err != nil {
+			return err
+		}
+		if buf, err = tx.AppendChunk(buf, idb); err != nil {
+			return err
+		}
+		if want := "hdr" + string(a) + string(b); string(buf) != want {
+			t.Errorf("appended %q, want %q", buf, want)
+		}
+		before := len(buf)
+		buf, err = tx.AppendChunk(buf, missing)
+		if !errors.Is(err, store.ErrNotFound) || len(buf) != before {
+			t.Errorf("missing chunk: %v, length %d (was %d)", err, len(buf), before)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
