@@ -221,6 +221,7 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		Params:     segment.Params{K: cfg.DataShards, M: cfg.ParityShards},
 		CacheBytes: cfg.CacheSize,
 		Log:        cfg.Log,
+		Committed:  n.committed, // ledger.go
 
 		RepairOptions: cfg.Repair, // audits and repair (repair.go)
 	})

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -366,8 +367,11 @@ func (r *Replica) repairPass(ctx context.Context, now time.Time) {
 	peers := r.peerStates(holders, now)
 	tasks := Plan(segs, peers, Policy{Grace: r.opts.RepairGrace, Threshold: r.opts.threshold()}, now)
 	// Status must not show the health of before a departure while repairs
-	// for it are under way: refresh it first.
-	r.checkHealth()
+	// for it are under way: refresh it first (with nothing to repair, the
+	// keeper's checks are fresh enough: a check reads every record).
+	if len(tasks) > 0 {
+		r.checkHealth()
+	}
 	done := 0
 	for _, t := range tasks {
 		if ctx.Err() != nil {
@@ -476,6 +480,9 @@ func (r *Replica) repairSegment(ctx context.Context, t RepairTask) (int, error) 
 	n, err := r.commitRepair(t.Seg, rec, placed, enc)
 	if err != nil {
 		return 0, err
+	}
+	if n > 0 {
+		r.committed(slices.Collect(maps.Values(placed)), ss)
 	}
 	r.fetchMu.Lock()
 	if r.recent != nil && r.recent.num == t.Seg {

@@ -115,8 +115,12 @@ type Options struct {
 	// once. A sync never waits. 0 takes DefaultYieldGap and half of
 	// CacheBytes, at most DefaultYieldBytes; a negative YieldGap turns it
 	// off.
-	YieldGap      time.Duration
-	YieldBytes    int64
+	YieldGap   time.Duration
+	YieldBytes int64
+	// Committed, if set, is told the shards a segment record gained each
+	// time one commits (a new segment, a repair), after the commit (the
+	// ledger counts what peers hold for us by it, node/ledger.go).
+	Committed     func(shards []ShardLoc)
 	RepairOptions // audits and repair (audit.go, repair.go)
 }
 

@@ -259,7 +259,27 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 		return err
 	}
 	rec := Segment{Params: p, Size: uint32(len(seg)), Shards: placed, Chunks: chunks, Time: time.Now().Unix()}
-	return r.commitSegment(rec)
+	if err := r.commitSegment(rec); err != nil {
+		return err
+	}
+	r.committed(placed, int64(p.ShardSize(len(seg))))
+	return nil
+}
+
+// committed counts shards of size bytes a segment record now names on
+// their peers in HeldBy at once (the next health check recounts all) and
+// tells Options.Committed.
+func (r *Replica) committed(shards []ShardLoc, size int64) {
+	if m := r.maint; m != nil {
+		m.mu.Lock()
+		for _, sh := range shards {
+			m.held[peer.ID(sh.Peer)] += size
+		}
+		m.mu.Unlock()
+	}
+	if f := r.opts.Committed; f != nil {
+		f(shards)
+	}
 }
 
 // segBufs holds the arrays of segments uploaded, for the next ones

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/peerdrive/peerdrive"
@@ -244,21 +245,52 @@ func (s *Shards) Expiry(ctx context.Context, owner string, id peerdrive.ShardID)
 	return time.Unix(e, 0), nil
 }
 
+// OwnerTally is what one owner holds here: a shard held by several owners
+// counts for each.
+type OwnerTally struct{ Bytes, Shards int64 }
+
+// plus and minus count a hold of size bytes in or out.
+func (t OwnerTally) plus(size int64) OwnerTally { return OwnerTally{t.Bytes + size, t.Shards + 1} }
+func (t OwnerTally) minus(size int64) OwnerTally {
+	return OwnerTally{max(t.Bytes-size, 0), max(t.Shards-1, 0)}
+}
+
 // OwnerUsage returns the bytes and the number of shards owner holds here
-// (a shard held by several owners counts for each). It reads every hold:
-// O(holds stored).
+// (a shard held by several owners counts for each).
 func (s *Shards) OwnerUsage(owner string) (bytes, shards int64) {
-	_ = s.db.View(func(t *Txn) error {
-		return t.Iterate([]byte{tagHold}, nil, true, func(k, v []byte) (bool, error) {
-			if len(k) <= 1+len(peerdrive.ShardID{}) || string(k[1+len(peerdrive.ShardID{}):]) != owner {
+	m, err := s.HeldByOwner()
+	if err != nil {
+		return 0, 0
+	}
+	return m[owner].Bytes, m[owner].Shards
+}
+
+// HeldByOwner returns what each owner holds here. The first call reads
+// every hold; the store keeps the tally up to date from then on, so later
+// calls cost a copy of it (the ledger asks every second).
+func (s *Shards) HeldByOwner() (map[string]OwnerTally, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owners == nil {
+		m := map[string]OwnerTally{}
+		err := s.db.View(func(t *Txn) error {
+			return t.Iterate([]byte{tagHold}, nil, true, func(k, v []byte) (bool, error) {
+				if len(k) <= 1+len(peerdrive.ShardID{}) {
+					return true, nil
+				}
+				size, _, err := decodeHold(v)
+				if err != nil {
+					return true, nil // counted as nothing, as before
+				}
+				owner := string(k[1+len(peerdrive.ShardID{}):])
+				m[owner] = m[owner].plus(int64(size))
 				return true, nil
-			}
-			if size, _, err := decodeHold(v); err == nil {
-				bytes += int64(size)
-				shards++
-			}
-			return true, nil
+			})
 		})
-	})
-	return bytes, shards
+		if err != nil {
+			return nil, fmt.Errorf("count holds: %w", err)
+		}
+		s.owners = m
+	}
+	return maps.Clone(s.owners), nil
 }

@@ -175,3 +175,68 @@ func TestOwnerUsage(t *testing.T) {
 		t.Fatalf("Expiry of no hold = %v", err)
 	}
 }
+
+// TestHeldByOwner: the tally kept up to date by puts, deletes and sweeps
+// agrees with a count of the records, taken by a second store over them.
+func TestHeldByOwner(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	s, err := store.NewShards(db, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{time.Unix(1_800_000_000, 0)}
+	s.SetClock(c.now)
+	s.SetLease(time.Hour)
+	x, xb := shard(1000, 1)
+	y, yb := shard(2000, 2)
+	z, zb := shard(4000, 3)
+	check := func(what string, want map[string]store.OwnerTally) {
+		t.Helper()
+		got, err := s.HeldByOwner()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := store.NewShards(db, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted, err := fresh.HeldByOwner()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || len(counted) != len(want) {
+			t.Fatalf("%s: tally %v, records %v; want %v", what, got, counted, want)
+		}
+		for o, w := range want {
+			if got[o] != w || counted[o] != w {
+				t.Fatalf("%s: owner %s: tally %v, records %v; want %v", what, o, got[o], counted[o], w)
+			}
+		}
+	}
+	put := func(owner string, id peerdrive.ShardID, b []byte) {
+		t.Helper()
+		if err := s.Put(ctx, owner, id, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a", x, xb)
+	check("first count", map[string]store.OwnerTally{"a": {1000, 1}})
+	put("a", y, yb)
+	put("a", y, yb) // again: a renewal
+	put("b", y, yb) // a second owner
+	put("b", z, zb)
+	check("after puts", map[string]store.OwnerTally{"a": {3000, 2}, "b": {6000, 2}})
+	if err := s.Delete(ctx, "a", y); err != nil {
+		t.Fatal(err)
+	}
+	check("after a delete", map[string]store.OwnerTally{"a": {1000, 1}, "b": {6000, 2}})
+	c.t = c.t.Add(30 * time.Minute)
+	if _, err := s.Renew(ctx, "b", []peerdrive.ShardID{z}); err != nil {
+		t.Fatal(err)
+	}
+	if _, holds, err := s.Sweep(ctx, c.t.Add(31*time.Minute)); err != nil || holds != 2 {
+		t.Fatalf("sweep: %d holds, %v; want 2 (a's x, b's y)", holds, err)
+	}
+	check("after a sweep", map[string]store.OwnerTally{"b": {4000, 1}})
+}

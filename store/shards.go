@@ -63,6 +63,9 @@ type Shards struct {
 	count    int64
 	lease    time.Duration    // LeaseTime unless SetLease
 	now      func() time.Time // time.Now; tests replace it
+	// owners tallies the holds by owner: nil until HeldByOwner first
+	// counts them, then kept up to date by every hold added or dropped.
+	owners map[string]OwnerTally
 }
 
 // tallyKey is where the tally lives.
@@ -220,6 +223,9 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 		return fmt.Errorf("put shard %s: %w", id.Short(), err)
 	}
 	s.used, s.count = used, count
+	if s.owners != nil && !held {
+		s.owners[owner] = s.owners[owner].plus(size)
+	}
 	return nil
 }
 
@@ -350,6 +356,13 @@ func (s *Shards) dropHoldLocked(id peerdrive.ShardID, owner string, size uint64,
 		return err
 	}
 	s.used, s.count = used, count
+	if s.owners != nil {
+		if t := s.owners[owner].minus(int64(size)); t.Shards > 0 {
+			s.owners[owner] = t
+		} else {
+			delete(s.owners, owner)
+		}
+	}
 	return nil
 }
 
