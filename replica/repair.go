@@ -345,24 +345,35 @@ func (r *Replica) repairer() {
 	defer r.wg.Done()
 	t := time.NewTicker(r.opts.RepairInterval)
 	defer t.Stop()
+	var last time.Time
+	var scan time.Duration
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
+			// A pass reads every segment record: on a large drive, pass
+			// ticks rather than spend more than healthShare of a core.
+			if time.Since(last) < time.Duration(float64(scan)/healthShare) {
+				continue
+			}
 		case <-r.maint.wake:
 		}
-		r.repairPass(r.ctx, time.Now())
+		last = time.Now()
+		scan = r.repairPass(r.ctx, last)
 	}
 }
 
 // repairPass plans and runs the repairs due now, then sends the deletes of
-// replaced shards whose peers are back.
-func (r *Replica) repairPass(ctx context.Context, now time.Time) {
+// replaced shards whose peers are back. It returns how long reading the
+// segment records took.
+func (r *Replica) repairPass(ctx context.Context, now time.Time) time.Duration {
+	start := time.Now()
 	segs, holders, err := r.segmentStates()
+	scan := time.Since(start)
 	if err != nil {
 		r.log.Warn("repair: segment records unreadable", "err", err)
-		return
+		return scan
 	}
 	peers := r.peerStates(holders, now)
 	tasks := Plan(segs, peers, Policy{Grace: r.opts.RepairGrace, Threshold: r.opts.threshold()}, now)
@@ -375,7 +386,7 @@ func (r *Replica) repairPass(ctx context.Context, now time.Time) {
 	done := 0
 	for _, t := range tasks {
 		if ctx.Err() != nil {
-			return
+			return scan
 		}
 		n, err := r.repairSegment(ctx, t)
 		if err != nil {
@@ -393,6 +404,7 @@ func (r *Replica) repairPass(ctx context.Context, now time.Time) {
 		r.checkHealth()
 	}
 	r.deleteStale(ctx, now)
+	return scan
 }
 
 // errRepairMismatch: the rebuilt segment does not give the recorded shards.
