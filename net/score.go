@@ -201,6 +201,14 @@ func (n *Node) PeerScore(p peer.ID) PeerScore { return n.scores.Get(p) }
 // Scores.Rank).
 func (n *Node) RankPeers(peers []peer.ID) []peer.ID { return n.scores.Rank(peers) }
 
+// PeerLatency returns p's measured service latency (0 if never measured)
+// and whether p is healthy: the replica reads shards from fast healthy
+// peers first.
+func (n *Node) PeerLatency(p peer.ID) (time.Duration, bool) {
+	s := n.scores.Get(p)
+	return s.Latency, s.Healthy()
+}
+
 // Usable reports whether p is fit to receive new shards: healthy, and not
 // recently found full.
 func (n *Node) Usable(p peer.ID) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -239,22 +240,93 @@ type shardReaderInto interface {
 	GetShardInto(ctx context.Context, p peer.ID, id peerdrive.ShardID, buf []byte) ([]byte, error)
 }
 
-// shardOrder lists the shards to ask for: data shards first, then parity,
-// shards on peers ranked better first within each group.
+// peerLatency is a Network that knows its peers' service latency (net.Node).
+type peerLatency interface {
+	// PeerLatency returns p's measured service latency (0 if never
+	// measured) and whether p is healthy.
+	PeerLatency(p peer.ID) (lat time.Duration, healthy bool)
+}
+
+// Read order (shardOrder): a data shard is read before parity, which
+// costs a decode, unless its peer is slower than slowFactor times the
+// k-th fastest of the segment's healthy peers plus slowSlack; an unmeasured
+// peer counts as unmeasuredLatency.
+const (
+	slowFactor        = 2
+	slowSlack         = 20 * time.Millisecond
+	unmeasuredLatency = 50 * time.Millisecond
+)
+
+// shardOrder lists the shards to ask for, first k first: on connected
+// healthy peers, the data shards (no decode) unless their peer is much
+// slower than enough others, then the others fastest first; then shards
+// on connected peers that failed lately or served bad bytes; then those
+// on peers not connected. A slow or failing peer holding a data shard no
+// longer costs every read of its segments the hedge delay.
 func (r *Replica) shardOrder(rec Segment) []int {
 	connected := map[string]bool{}
 	for _, p := range r.net.StoragePeers() {
 		connected[string(p)] = true
 	}
-	var up, down []int
+	pl, _ := r.net.(peerLatency)
+	judge, _ := r.net.(peerJudge)
+	type cand struct {
+		i   int
+		lat time.Duration
+	}
+	var healthy []cand
+	var sick, down []int
 	for i, s := range rec.Shards {
-		if connected[string(s.Peer)] {
-			up = append(up, i)
-		} else {
+		p := peer.ID(s.Peer)
+		switch {
+		case !connected[string(s.Peer)]:
 			down = append(down, i)
+			continue
+		case judge != nil && judge.Distrusted(p):
+			sick = append(sick, i)
+			continue
+		}
+		lat, ok := unmeasuredLatency, true
+		if pl != nil {
+			var l time.Duration
+			if l, ok = pl.PeerLatency(p); l > 0 {
+				lat = l
+			}
+		}
+		if !ok {
+			sick = append(sick, i)
+			continue
+		}
+		healthy = append(healthy, cand{i, lat})
+	}
+	k := rec.Params.K
+	limit := time.Duration(math.MaxInt64)
+	if len(healthy) >= k {
+		lats := make([]time.Duration, len(healthy))
+		for j, c := range healthy {
+			lats[j] = c.lat
+		}
+		slices.Sort(lats)
+		limit = slowFactor*lats[k-1] + slowSlack
+	}
+	var first, rest []cand
+	for _, c := range healthy {
+		if c.i < k && c.lat <= limit {
+			first = append(first, c)
+		} else {
+			rest = append(rest, c)
 		}
 	}
-	return append(up, down...)
+	slices.SortStableFunc(rest, func(a, b cand) int { return cmp.Compare(a.lat, b.lat) })
+	out := make([]int, 0, len(rec.Shards))
+	for _, c := range first {
+		out = append(out, c.i)
+	}
+	for _, c := range rest {
+		out = append(out, c.i)
+	}
+	out = append(out, sick...)
+	return append(out, down...)
 }
 
 // refill puts the live chunks of a fetched segment back into the cache, if
