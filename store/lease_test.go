@@ -16,6 +16,21 @@ type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
 
+// leasedShards is a shard store of 1 MiB with one-hour leases on a clock
+// the test sets.
+func leasedShards(t *testing.T) (*store.DB, *store.Shards, *clock) {
+	t.Helper()
+	db := openTemp(t)
+	s, err := store.NewShards(db, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{time.Unix(1_800_000_000, 0)}
+	s.SetClock(c.now)
+	s.SetLease(time.Hour)
+	return db, s, c
+}
+
 func usage(s *store.Shards) (used, count int64) {
 	u, _, c := s.Usage()
 	return u, c
@@ -25,14 +40,7 @@ func usage(s *store.Shards) (used, count int64) {
 // last hold; the sweep never drops a hold whose lease is live.
 func TestLeaseExpiry(t *testing.T) {
 	ctx := context.Background()
-	db := openTemp(t)
-	s, err := store.NewShards(db, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &clock{time.Unix(1_800_000_000, 0)}
-	s.SetClock(c.now)
-	s.SetLease(time.Hour)
+	db, s, c := leasedShards(t)
 	t0 := c.t
 	x, xb := shard(1000, 1)
 	y, yb := shard(2000, 2)
@@ -180,14 +188,7 @@ func TestOwnerUsage(t *testing.T) {
 // agrees with a count of the records, taken by a second store over them.
 func TestHeldByOwner(t *testing.T) {
 	ctx := context.Background()
-	db := openTemp(t)
-	s, err := store.NewShards(db, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &clock{time.Unix(1_800_000_000, 0)}
-	s.SetClock(c.now)
-	s.SetLease(time.Hour)
+	db, s, c := leasedShards(t)
 	x, xb := shard(1000, 1)
 	y, yb := shard(2000, 2)
 	z, zb := shard(4000, 3)
