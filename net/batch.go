@@ -40,17 +40,17 @@ func newBatchedTLS(id protocol.ID, key ci.PrivKey, muxers []tptu.StreamMuxer) (b
 }
 
 func (t batchedTLS) SecureInbound(ctx context.Context, insecure gonet.Conn, p peer.ID) (sec.SecureConn, error) {
-	bc := &batchConn{Conn: insecure}
-	sc, err := t.Transport.SecureInbound(ctx, bc, p)
-	if err != nil {
-		return nil, err
-	}
-	return &batchedConn{SecureConn: sc, bc: bc}, nil
+	return batched(ctx, insecure, p, t.Transport.SecureInbound)
 }
 
 func (t batchedTLS) SecureOutbound(ctx context.Context, insecure gonet.Conn, p peer.ID) (sec.SecureConn, error) {
+	return batched(ctx, insecure, p, t.Transport.SecureOutbound)
+}
+
+// batched secures insecure with secure over a batchConn.
+func batched(ctx context.Context, insecure gonet.Conn, p peer.ID, secure func(context.Context, gonet.Conn, peer.ID) (sec.SecureConn, error)) (sec.SecureConn, error) {
 	bc := &batchConn{Conn: insecure}
-	sc, err := t.Transport.SecureOutbound(ctx, bc, p)
+	sc, err := secure(ctx, bc, p)
 	if err != nil {
 		return nil, err
 	}
