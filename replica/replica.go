@@ -394,6 +394,7 @@ func (r *Replica) Sync(ctx context.Context, progress func(pending int64)) error 
 	defer stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	seg0 := r.nextSeg
 	r.flushReq = true
 	r.kick()
 	last := time.Time{}
@@ -418,6 +419,14 @@ func (r *Replica) Sync(ctx context.Context, progress func(pending int64)) error 
 		}
 		r.flushReq = true
 		waitCond(r.cond, 500*time.Millisecond)
+	}
+	if r.nextSeg != seg0 {
+		// What status says of redundancy (peers that may be lost, chunks
+		// under-replicated) must include what was just placed, not wait
+		// for the keeper's next check.
+		r.mu.Unlock()
+		r.checkHealth()
+		r.mu.Lock()
 	}
 	if progress != nil {
 		progress(0)

@@ -146,6 +146,11 @@ func TestUploadEvictFetch(t *testing.T) {
 	if st.PendingBytes != 0 {
 		t.Fatalf("pending after sync = %d", st.PendingBytes)
 	}
+	// Health counts what the sync placed at once, not at the keeper's next
+	// check: 4+2 over 6 peers.
+	if st.PeerLossTolerated != 2 || st.UnderReplicated != 0 {
+		t.Fatalf("after sync: %d peers may be lost, %d chunks under-replicated; want 2 and 0", st.PeerLossTolerated, st.UnderReplicated)
+	}
 	if st.CachedBytes > 1<<20 {
 		t.Fatalf("cache holds %d bytes, bound 1 MiB", st.CachedBytes)
 	}
