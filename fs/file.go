@@ -444,7 +444,12 @@ func (f *FS) write(ctx context.Context, ino peerdrive.Ino, data []byte, off int6
 	if err := f.checkSpace(int64(len(data))); err != nil {
 		return 0, err
 	}
-	if f.opts.Admit != nil {
+	// The kernel's write-back of dirty pages (a shared mapping's) is not
+	// held back: no caller waits in it whom a signal could interrupt, so
+	// a wait for room would leave msync, munmap and the unmount in an
+	// uninterruptible sleep for as long as no peer takes the data. The
+	// kernel already bounds the dirty pages a writer may make.
+	if f.opts.Admit != nil && !f.req(ctx).writeBack {
 		f.opts.Admit(ctx.Done())
 	}
 	return f.writeData(ctx, ino, data, off)

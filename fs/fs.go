@@ -37,7 +37,8 @@ type Options struct {
 	FlushAfter time.Duration
 	// Admit, if set, is called before a write is accepted and blocks while
 	// the local cache is full of data not yet on peers (back-pressure). It
-	// returns early when stop is closed.
+	// returns early when stop is closed. The kernel's write-back of dirty
+	// pages skips it (see FS.write).
 	Admit func(stop <-chan struct{})
 }
 
@@ -218,22 +219,27 @@ type umaskFS struct {
 }
 
 // Write and Writev note a write that must clear set-ID bits (see
-// killPrivs): the node API does not carry the write's flags.
+// killPrivs) and a write-back of the page cache (see FS.write): the node
+// API does not carry the write's flags.
 func (u *umaskFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	defer u.fsys.withKill(cancel, in)()
+	defer u.fsys.withWriteFlags(cancel, in)()
 	return u.RawFileSystem.Write(cancel, in, data)
 }
 
 func (u *umaskFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	defer u.fsys.withKill(cancel, in)()
+	defer u.fsys.withWriteFlags(cancel, in)()
 	return u.RawFileSystem.Writev(cancel, in, data)
 }
 
-func (f *FS) withKill(c <-chan struct{}, in *fuse.WriteIn) func() {
-	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+func (f *FS) withWriteFlags(c <-chan struct{}, in *fuse.WriteIn) func() {
+	r := reqInfo{
+		kill:      in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0,
+		writeBack: in.WriteFlags&fuse.WRITE_CACHE != 0,
+	}
+	if r == (reqInfo{}) {
 		return func() {}
 	}
-	return f.withReq(c, reqInfo{kill: true})
+	return f.withReq(c, r)
 }
 
 func (u *umaskFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -258,8 +264,9 @@ func (u *umaskFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, o
 
 // reqInfo is what umaskFS notes of a request.
 type reqInfo struct {
-	umask uint32 // of a request that makes a node
-	kill  bool   // a write that must clear set-ID bits
+	umask     uint32 // of a request that makes a node
+	kill      bool   // a write that must clear set-ID bits
+	writeBack bool   // a write of dirty pages by the kernel (FUSE_WRITE_CACHE)
 }
 
 // withReq records r for the request whose cancel channel is c, until the

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1875,8 +1877,161 @@ var semCases = []semCase{
 			t.Fatalf("mode %o", st.Mode)
 		}
 	}},
+	{name: "MappedWriteBackNotAdmitted", fn: func(t *testing.T, d *testDrive) {
+		// Admit holds writers back while the local cache is full of data
+		// not yet on peers. The kernel's write-back of a shared mapping
+		// has no caller a signal could interrupt: held back, it wedged
+		// msync, munmap and the unmount in an uninterruptible sleep for
+		// as long as no peer took the data (xfstests' fsstress, mwrite,
+		// on a mount without peers). write(2) is still held back.
+		var asked atomic.Int64
+		var full atomic.Bool
+		release := make(chan struct{})
+		d.opts.Admit = func(stop <-chan struct{}) {
+			asked.Add(1)
+			if full.Load() {
+				select {
+				case <-stop:
+				case <-release:
+				}
+			}
+		}
+		d.remount()
+		p := d.path("f")
+		writeFile(t, p, bytes.Repeat([]byte("a"), 2*4096))
+		if asked.Load() == 0 {
+			t.Fatal("write(2) was not admitted")
+		}
+		full.Store(true)
+		// The mapping is written in a child process: a page fault on the
+		// mount must not stall the process that serves it.
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMappedWriteChild$", "-test.v")
+		cmd.Env = append(os.Environ(), "MAPPED_WRITE_FILE="+p)
+		var out []byte
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			out, err = cmd.CombinedOutput()
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil || !strings.Contains(string(out), "--- PASS: TestMappedWriteChild") {
+				t.Fatalf("mapped write: %v\n%s", err, out)
+			}
+		case <-time.After(30 * time.Second):
+			close(release) // lets the write-back through, so that the child ends
+			<-done
+			t.Fatal("msync of a shared mapping still waits for admission after 30 s")
+		}
+		full.Store(false)
+		want := bytes.Repeat([]byte("a"), 2*4096)
+		copy(want[4096:], "MAPPED")
+		wantBytes(t, "file after msync", readFile(t, p), want)
+	}},
+	{name: "FsyncAfterManyLongSymlinksRead", fn: func(t *testing.T, d *testDrive) {
+		// Reading a symlink sets its access time (relatime), which the
+		// tree keeps in memory until its next flush writes the inode
+		// records, each with its target. A thousand targets of 4000
+		// bytes made that flush's one transaction too big for the store:
+		// every fsync on the drive then failed with EIO, for good
+		// (xfstests' fsstress, symlink and readlink ops).
+		dir := d.path("links")
+		must(t, os.Mkdir(dir, 0o755))
+		target := strings.Repeat("x", 4000)
+		const n = 1200
+		for i := range n {
+			must(t, os.Symlink(target, filepath.Join(dir, strconv.Itoa(i))))
+		}
+		for i := range n {
+			if got, err := os.Readlink(filepath.Join(dir, strconv.Itoa(i))); err != nil || got != target {
+				t.Fatalf("readlink %d: %d bytes, %v", i, len(got), err)
+			}
+		}
+		fd := open(t, d.path("f"), unix.O_CREAT|unix.O_WRONLY, 0o644)
+		pwrite(t, fd, []byte("data"), 0)
+		err := unix.Fsync(fd)
+		closeFD(t, fd)
+		if err != nil {
+			t.Fatalf("fsync: %v", err)
+		}
+		d.remount()
+		st := lstat(t, filepath.Join(dir, strconv.Itoa(n-1)))
+		if st.Atim == st.Mtim {
+			t.Errorf("access time of a symlink read before the fsync was lost")
+		}
+	}},
+	{name: "UnlinkFileOfManyChunks", opt: func(o *Options) { o.Quota = 1 << 30 }, fn: func(t *testing.T, d *testDrive) {
+		// Purging a file drops each of its chunks, several store writes
+		// apiece: in one transaction, a file of thousands of chunks (GiBs
+		// of data, or a sparse file written here and there) was past the
+		// store's limit. Its purge failed, and the orphan it left failed
+		// every later mount.
+		p := d.path("big")
+		fd := open(t, p, unix.O_CREAT|unix.O_WRONLY, 0o644)
+		const chunks = 12000
+		for i := range chunks {
+			pwrite(t, fd, fmt.Appendf(nil, "%08d", i), int64(i)*mib) // distinct: no dedup
+		}
+		must(t, unix.Fsync(fd))
+		closeFD(t, fd)
+		used := func() uint64 { // with a quota, df shows the drive's use
+			var st unix.Statfs_t
+			must(t, unix.Statfs(d.mnt, &st))
+			return (st.Blocks - st.Bfree) * uint64(st.Bsize)
+		}
+		if u := used(); u < 8*chunks {
+			t.Fatalf("%d bytes used with %d chunks written", u, chunks)
+		}
+		must(t, os.Remove(p))
+		waitFor(t, "the purge of the file", func() bool { return used() == 0 })
+		d.remount()
+		if u := used(); u != 0 {
+			t.Fatalf("%d bytes used after the remount", u)
+		}
+	}},
+	{name: "TruncateFileOfManyChunks", fn: func(t *testing.T, d *testDrive) {
+		// As UnlinkFileOfManyChunks, for a truncate: cutting thousands of
+		// chunks in one transaction failed with EIO.
+		p := d.path("big")
+		fd := open(t, p, unix.O_CREAT|unix.O_RDWR, 0o644)
+		defer closeFD(t, fd)
+		const chunks = 12000
+		for i := range chunks {
+			pwrite(t, fd, fmt.Appendf(nil, "%08d", i), int64(i)*mib) // distinct: no dedup
+		}
+		must(t, unix.Fsync(fd))
+		if err := unix.Ftruncate(fd, 3*mib+4); err != nil {
+			t.Fatalf("ftruncate: %v", err)
+		}
+		want := make([]byte, 3*mib+4)
+		for i := range 4 {
+			copy(want[i*mib:], fmt.Sprintf("%08d", i))
+		}
+		wantBytes(t, "file after the truncate", pread(t, fd, len(want)+1, 0), want[:3*mib+4])
+		must(t, unix.Ftruncate(fd, 2*chunks*mib))
+		if got := pread(t, fd, 8, (chunks-1)*mib); !bytes.Equal(got, make([]byte, 8)) {
+			t.Fatalf("a cut chunk came back after growing the file: %q", got)
+		}
+	}},
 	{name: "CorruptChunk", fn: func(t *testing.T, d *testDrive) { corruptChunk(t, d, false) }},
 	{name: "CorruptChunkRecord", fn: func(t *testing.T, d *testDrive) { corruptChunk(t, d, true) }},
+}
+
+// TestMappedWriteChild writes through a shared mapping of MAPPED_WRITE_FILE
+// and msyncs it, for TestSemantics/MappedWriteBackNotAdmitted.
+func TestMappedWriteChild(t *testing.T) {
+	p := os.Getenv("MAPPED_WRITE_FILE")
+	if p == "" {
+		t.Skip("runs as a child process of TestSemantics/MappedWriteBackNotAdmitted")
+	}
+	fd := open(t, p, unix.O_RDWR, 0)
+	defer closeFD(t, fd)
+	m, err := unix.Mmap(fd, 0, 2*4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must(t, err)
+	copy(m[4096:], "MAPPED")
+	must(t, unix.Msync(m, unix.MS_SYNC))
+	must(t, unix.Munmap(m))
 }
 
 // corruptChunk damages the one chunk of a file in the store of a stopped

@@ -270,12 +270,23 @@ func (t *Tree) decRef(tx *store.Txn, id peerdrive.ChunkID) error {
 // dropChunks removes ino's chunk map entries from index from on and returns
 // the bytes of data they held.
 func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) (int64, error) {
+	freed, _, err := t.dropChunksMax(tx, ino, from, 0)
+	return freed, err
+}
+
+// dropChunksMax is dropChunks of at most limit chunks (0: all), the first
+// ones; more says chunks are left.
+func (t *Tree) dropChunksMax(tx *store.Txn, ino peerdrive.Ino, from int64, limit int) (freed int64, more bool, err error) {
 	type ent struct {
 		key []byte
 		ref peerdrive.ChunkRef
 	}
 	var drop []ent
-	err := tx.Iterate(inoKey(tagMap, ino), mapKey(ino, from), true, func(k, v []byte) (bool, error) {
+	err = tx.Iterate(inoKey(tagMap, ino), mapKey(ino, from), true, func(k, v []byte) (bool, error) {
+		if limit > 0 && len(drop) == limit {
+			more = true
+			return false, nil
+		}
 		var r peerdrive.ChunkRef
 		if err := t.openRecordInto(k, v, &r); err != nil {
 			return false, err
@@ -284,19 +295,50 @@ func (t *Tree) dropChunks(tx *store.Txn, ino peerdrive.Ino, from int64) (int64, 
 		return true, nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	var freed int64
 	for _, e := range drop {
 		if err := tx.Delete(e.key); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if err := t.decRef(tx, e.ref.ID); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		freed += int64(e.ref.Len)
 	}
-	return freed, nil
+	return freed, more, nil
+}
+
+// dropTail drops ino's chunks from index from on, last first, purgeChunks
+// per transaction, until at most purgeChunks are left for Truncate's own
+// (see dropUnlinkedChunks: in one transaction, cutting a file of thousands
+// of chunks failed). The size is left alone until Truncate's transaction:
+// a crash half-way leaves the file at its old size, its end zeroed, never
+// a size over chunks that should be gone. The caller keeps writers of ino
+// out meanwhile (fs holds the file's lock).
+func (t *Tree) dropTail(ctx context.Context, ino peerdrive.Ino, from int64) error {
+	idxs, _, err := t.ChunkRefs(ctx, ino, from)
+	if err != nil {
+		return err
+	}
+	for end := len(idxs) - purgeChunks; end > 0; end -= purgeChunks {
+		err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+			in, err := t.mod(touched, ino)
+			if err != nil {
+				return err
+			}
+			freed, err := t.dropChunks(tx, ino, idxs[end])
+			if err != nil {
+				return err
+			}
+			addAlloc(in, -freed)
+			return t.dropPatches(tx, ino, idxs[end])
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Truncate sets ino's size. Chunks wholly past the new end are dropped; tail,
@@ -307,12 +349,15 @@ func (t *Tree) Truncate(ctx context.Context, ino peerdrive.Ino, size uint64, tai
 	if tail != nil {
 		need = int64(len(tail.Sealed))
 	}
+	from := int64((size + peerdrive.ChunkSize - 1) / peerdrive.ChunkSize)
+	if err := t.dropTail(ctx, ino, from); err != nil {
+		return out, err
+	}
 	err := t.update(ctx, need, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		in, err := t.mod(touched, ino)
 		if err != nil {
 			return err
 		}
-		from := int64((size + peerdrive.ChunkSize - 1) / peerdrive.ChunkSize)
 		freed, err := t.dropChunks(tx, ino, from)
 		if err != nil {
 			return err

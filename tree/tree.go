@@ -645,16 +645,19 @@ func (t *Tree) Flush(ctx context.Context) error {
 		}
 		more := false
 		err := t.update(ctx, 0, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+			size := 0
 			for ino := range t.dirty {
-				if e, ok := t.cache[ino]; !ok || !e.dirty {
+				e, ok := t.cache[ino]
+				if !ok || !e.dirty {
 					delete(t.dirty, ino) // purged
 					continue
 				}
-				if len(touched) == flushBatch {
+				if len(touched) == flushBatch || size >= flushBytes {
 					more = true
 					break
 				}
 				touched[ino] = true
+				size += inodeRecordBytes + len(e.ino.Target)
 			}
 			return nil
 		})
@@ -664,7 +667,19 @@ func (t *Tree) Flush(ctx context.Context) error {
 	}
 }
 
-const flushBatch = 4096 // inodes written by one transaction of Flush
+// One transaction of Flush writes at most flushBatch inodes, and stops
+// adding inodes once their records reach flushBytes. The store refuses a
+// transaction past 15% of its memtable (2.4 MiB, shared with the staged
+// writes the transaction commits), and a symlink's record holds its target,
+// up to 4 KiB: a thousand symlinks read (relatime) made every Flush fail
+// alike, and with it every fsync and the unmount. inodeRecordBytes is what
+// the store counts of a record besides the target: key, CBOR fields,
+// nonce and tag, its own overhead.
+const (
+	flushBatch       = 4096
+	flushBytes       = 512 << 10
+	inodeRecordBytes = 160
+)
 
 // Sync writes every change and makes it durable on disk.
 func (t *Tree) Sync(ctx context.Context) error {
