@@ -65,9 +65,26 @@ func (r *Replica) Full() bool {
 	return r.cache.pinned > r.opts.CacheBytes
 }
 
-// WaitRoom blocks while the cache is full of chunks waiting for upload.
+// WaitRoom blocks while the cache is full of chunks waiting for upload
+// and uploads are under way: back-pressure keeps the cache within its
+// bound when the network is slower than the writer. It does not wait while
+// no storage peer is connected, nor once no segment has been placed for
+// Options.StallAfter: then nothing would drain the queue (an offline
+// laptop, peers all full or refusing), and a writer held back would wait
+// for ever, in an uninterruptible sleep if it is the kernel's write-back.
+// The data then stays in the local store beyond the bound, as much as the
+// disk holds (its reserve refuses writes with ENOSPC), and is uploaded when
+// peers take it.
 func (r *Replica) WaitRoom(stop <-chan struct{}) {
-	for r.Full() {
+	for {
+		full, stalled := r.room()
+		if !full {
+			return
+		}
+		if stalled || len(r.net.StoragePeers()) == 0 {
+			r.noteOverflow()
+			return
+		}
 		r.kick()
 		select {
 		case <-stop:
@@ -77,6 +94,43 @@ func (r *Replica) WaitRoom(stop <-chan struct{}) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// room reports whether the cache is full of chunks waiting for upload
+// (Full), and whether uploads stalled: no segment placed for StallAfter
+// since the cache became full.
+func (r *Replica) room() (full, stalled bool) {
+	if r.opts.CacheBytes <= 0 {
+		return false, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache.pinned <= r.opts.CacheBytes {
+		r.fullSince = time.Time{}
+		return false, false
+	}
+	now := time.Now()
+	if r.fullSince.IsZero() {
+		r.fullSince = now
+	}
+	since := r.fullSince
+	if r.lastPlaced.After(since) {
+		since = r.lastPlaced
+	}
+	return true, now.Sub(since) >= r.opts.StallAfter
+}
+
+// noteOverflow logs, once a minute at most, that writes go past the
+// cache's bound.
+func (r *Replica) noteOverflow() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.lastOverflowLog) < time.Minute {
+		return
+	}
+	r.lastOverflowLog = time.Now()
+	r.log.Warn("cache full of data not on peers, and no upload is going on: writes go on past the cache bound",
+		"pending_bytes", r.pending, "cache_bytes", r.opts.CacheBytes, "last_upload_error", r.lastErr)
 }
 
 // evictLocked deletes the least recently used uploaded chunks until the

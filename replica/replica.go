@@ -117,6 +117,10 @@ type Options struct {
 	// off.
 	YieldGap   time.Duration
 	YieldBytes int64
+	// StallAfter is how long writers wait for room in a full cache while
+	// no segment gets placed before they are let through (0: 30 s; see
+	// WaitRoom).
+	StallAfter time.Duration
 	// Committed, if set, is told the shards a segment record gained each
 	// time one commits (a new segment, a repair), after the commit (the
 	// ledger counts what peers hold for us by it, node/ledger.go).
@@ -143,26 +147,34 @@ type Replica struct {
 	// The upload queue in memory, in arrival order; the U records are its
 	// durable copy, read once at start. queue may hold IDs no longer in
 	// queueSet (dropped or placed): they are skipped and compacted away.
-	queue     []peerdrive.ChunkID
-	queueSet  map[peerdrive.ChunkID]int64
-	inflight  map[peerdrive.ChunkID]bool
-	flushReq  bool
-	lastNew   time.Time // when the last chunk was queued
-	lastErr   error
-	health    Health
-	nextSeg   uint64
-	cache     *lru
-	fetchMu   sync.Mutex
-	fetches   map[uint64]*fetchCall
-	recent    *recentSeg // the last segment fetched (under fetchMu)
-	firstSeen map[peerdrive.ChunkID]time.Time
-	maint     *maintenance // audits and repair (audit.go, repair.go)
+	queue    []peerdrive.ChunkID
+	queueSet map[peerdrive.ChunkID]int64
+	inflight map[peerdrive.ChunkID]bool
+	flushReq bool
+	lastNew  time.Time // when the last chunk was queued
+	lastErr  error
+	health   Health
+	nextSeg  uint64
+	// lastPlaced is when a segment was last placed, fullSince when the
+	// cache last became full of chunks waiting (zero while it is not),
+	// lastOverflowLog when WaitRoom last said it let a write past the
+	// bound (cache.go).
+	lastPlaced, fullSince, lastOverflowLog time.Time
+	cache                                  *lru
+	fetchMu                                sync.Mutex
+	fetches                                map[uint64]*fetchCall
+	recent                                 *recentSeg // the last segment fetched (under fetchMu)
+	firstSeen                              map[peerdrive.ChunkID]time.Time
+	maint                                  *maintenance // audits and repair (audit.go, repair.go)
 }
 
 // New returns a Replica over db. Call Start to run it.
 func New(db *store.DB, n Network, o Options) (*Replica, error) {
 	if o.PackDelay == 0 {
 		o.PackDelay = time.Second
+	}
+	if o.StallAfter == 0 {
+		o.StallAfter = 30 * time.Second
 	}
 	if o.ShardTimeout == 0 {
 		o.ShardTimeout = 60 * time.Second

@@ -434,6 +434,7 @@ func (r *Replica) commitSegment(rec Segment) error {
 		return err
 	}
 	r.nextSeg = num + 1
+	r.lastPlaced = time.Now()
 	for _, c := range moved {
 		if size, ok := r.queueSet[c.ID]; ok {
 			delete(r.queueSet, c.ID)
