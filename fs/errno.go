@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/peerdrive/peerdrive/tree"
 )
@@ -42,8 +44,10 @@ var ErrQuota = errors.New("drive quota exceeded")
 var ErrReadOnly = errors.New("read-only drive")
 
 // toErrno maps err to an errno; anything unknown is EIO, since go-fuse
-// would otherwise turn a wrapped error into ENOSYS. EIO and ENOSPC are
-// logged, with args naming the object.
+// would otherwise turn a wrapped error into ENOSYS. EIO is logged, with
+// args naming the object; ENOSPC once per noSpaceLogEvery (a copy that runs
+// into the quota fails every one of its writes: a line each flooded the
+// log).
 func toErrno(log *slog.Logger, op string, err error, args ...any) syscall.Errno {
 	if err == nil {
 		return 0
@@ -55,8 +59,39 @@ func toErrno(log *slog.Logger, op string, err error, args ...any) syscall.Errno 
 	} else if i := slices.IndexFunc(errnoTable, func(m errnoMapping) bool { return errors.Is(err, m.err) }); i >= 0 {
 		errno = errnoTable[i].errno
 	}
-	if errno == syscall.EIO || errno == syscall.ENOSPC {
+	switch errno {
+	case syscall.EIO:
 		log.Error("operation failed", append([]any{"op", op, "err", err}, args...)...)
+	case syscall.ENOSPC:
+		if n, ok := noSpaceLog.allow(time.Now()); ok {
+			log.Warn("no space: operation refused", append([]any{"op", op, "err", err, "refused_since_last_line", n}, args...)...)
+		}
 	}
 	return errno
+}
+
+// noSpaceLogEvery is the least time between two ENOSPC log lines.
+const noSpaceLogEvery = 10 * time.Second
+
+var noSpaceLog logLimit
+
+// logLimit lets one line through per noSpaceLogEvery.
+type logLimit struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// allow reports whether a line may be logged now, and how many were not
+// since the last one.
+func (l *logLimit) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < noSpaceLogEvery {
+		l.dropped++
+		return 0, false
+	}
+	n := l.dropped
+	l.last, l.dropped = now, 0
+	return n, true
 }
