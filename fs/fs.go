@@ -5,6 +5,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -117,18 +118,20 @@ func New(t *tree.Tree, db *store.DB, o Options) *FS {
 }
 
 // PurgeOrphans deletes files that were unlinked while open when the last
-// session ended.
+// session ended. One that cannot be purged is left for the next mount; the
+// others are purged anyway, and the error names each that was left.
 func (f *FS) PurgeOrphans(ctx context.Context) error {
 	orphans, err := f.tree.Orphans(ctx)
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, ino := range orphans {
 		if err := f.tree.Purge(ctx, ino); err != nil {
-			return fmt.Errorf("purge orphan %d: %w", ino, err)
+			errs = append(errs, fmt.Errorf("purge orphan %d: %w", ino, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Root returns the root node for mounting.

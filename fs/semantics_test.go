@@ -6,6 +6,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/store"
 )
 
 const mib = peerdrive.ChunkSize
@@ -1446,6 +1448,34 @@ var semCases = []semCase{
 		if again := lstat(t, l); again.Atim != st.Atim {
 			t.Fatalf("a second readlink moved atime from %v to %v", st.Atim, again.Atim)
 		}
+	}},
+	{name: "PurgeOrphansGoesOn", fn: func(t *testing.T, d *testDrive) {
+		// An orphan that cannot be purged (here a record naming a file
+		// that still has a link) neither stops the others being purged
+		// nor is lost: the next mount tries again (the node logs it and
+		// mounts; it refused to mount before).
+		p := d.path("f")
+		writeFile(t, p, []byte("keep me"))
+		linked := peerdrive.Ino(lstat(t, p).Ino)
+		const gone = peerdrive.Ino(1 << 40)           // no such inode: its record just goes
+		orphanKey := func(ino peerdrive.Ino) []byte { // docs/format.md: 'O' ‖ inode, big-endian
+			return binary.BigEndian.AppendUint64([]byte{'O'}, uint64(ino))
+		}
+		must(t, d.db.Update(0, func(tx *store.Txn) error {
+			if err := tx.Set(orphanKey(linked), nil); err != nil {
+				return err
+			}
+			return tx.Set(orphanKey(gone), nil)
+		}))
+		ctx := context.Background()
+		if err := d.fs.PurgeOrphans(ctx); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("orphan %d", linked)) {
+			t.Fatalf("PurgeOrphans = %v, want an error naming orphan %d", err, linked)
+		}
+		left, err := d.tree.Orphans(ctx)
+		if err != nil || !slices.Equal(left, []peerdrive.Ino{linked}) {
+			t.Fatalf("orphans left: %v, %v; want only %d", left, err, linked)
+		}
+		wantBytes(t, "the linked file", readFile(t, p), []byte("keep me"))
 	}},
 	{name: "NameTooLong", fn: func(t *testing.T, d *testDrive) {
 		long := strings.Repeat("n", 256)

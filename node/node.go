@@ -285,8 +285,10 @@ func (n *Node) startDrive(ctx context.Context, keys *Keys) error {
 		Admit:      n.rep.WaitRoom,
 	})
 	if !cfg.ReadOnly {
+		// Leftovers of deleted files only take space: a mount that cannot
+		// clear them now still serves the drive, and tries again next time.
 		if err := n.fs.PurgeOrphans(ctx); err != nil {
-			return err
+			n.log.Warn("deleted files not purged; the next mount tries again", "err", err)
 		}
 	}
 	n.rep.Start()
