@@ -62,12 +62,15 @@ func syncCmd(g *globals) *cobra.Command {
 			defer cancel()
 			start := time.Now()
 			last := time.Time{}
+			var rate uploadRate
 			err := node.Dial(g.home).Sync(ctx, timeout, func(pending int64) {
-				if quiet || time.Since(last) < time.Second && pending != 0 {
+				now := time.Now()
+				rate.see(now, pending)
+				if quiet || now.Sub(last) < time.Second && pending != 0 {
 					return
 				}
-				last = time.Now()
-				fmt.Fprintf(os.Stderr, "peerdrive: %s waiting for upload\n", humanize.IBytes(uint64(pending)))
+				last = now
+				fmt.Fprintf(os.Stderr, "peerdrive: %s waiting for upload%s\n", humanize.IBytes(uint64(pending)), rate.String(pending))
 			})
 			if err != nil {
 				return fmt.Errorf("sync: %w", err)
@@ -94,4 +97,31 @@ func shutdownCmd(g *globals) *cobra.Command {
 			return node.Dial(g.home).Shutdown(ctx)
 		},
 	}
+}
+
+// uploadRate is how fast a sync's pending bytes go down, measured from the
+// most pending bytes seen (a writer may still be adding some).
+type uploadRate struct {
+	top   int64
+	topAt time.Time
+	bps   float64 // bytes per second since top; 0 until measurable
+}
+
+func (r *uploadRate) see(now time.Time, pending int64) {
+	if r.topAt.IsZero() || pending > r.top {
+		r.top, r.topAt, r.bps = pending, now, 0
+		return
+	}
+	if d := now.Sub(r.topAt).Seconds(); d >= 1 {
+		r.bps = float64(r.top-pending) / d
+	}
+}
+
+// String is " (RATE, about ETA left)" once a rate is known, else "".
+func (r *uploadRate) String(pending int64) string {
+	if r.bps <= 0 || pending <= 0 {
+		return ""
+	}
+	left := time.Duration(float64(pending) / r.bps * float64(time.Second)).Round(time.Second)
+	return fmt.Sprintf(" (%s/s, about %s left)", humanize.IBytes(uint64(r.bps)), left)
 }
