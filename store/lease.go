@@ -258,11 +258,12 @@ func (t OwnerTally) minus(size int64) OwnerTally {
 // OwnerUsage returns the bytes and the number of shards owner holds here
 // (a shard held by several owners counts for each).
 func (s *Shards) OwnerUsage(owner string) (bytes, shards int64) {
-	m, err := s.HeldByOwner()
-	if err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.countOwnersLocked(); err != nil {
 		return 0, 0
 	}
-	return m[owner].Bytes, m[owner].Shards
+	return s.owners[owner].Bytes, s.owners[owner].Shards
 }
 
 // HeldByOwner returns what each owner holds here. The first call reads
@@ -271,26 +272,36 @@ func (s *Shards) OwnerUsage(owner string) (bytes, shards int64) {
 func (s *Shards) HeldByOwner() (map[string]OwnerTally, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.owners == nil {
-		m := map[string]OwnerTally{}
-		err := s.db.View(func(t *Txn) error {
-			return t.Iterate([]byte{tagHold}, nil, true, func(k, v []byte) (bool, error) {
-				if len(k) <= 1+len(peerdrive.ShardID{}) {
-					return true, nil
-				}
-				size, _, err := decodeHold(v)
-				if err != nil {
-					return true, nil // counted as nothing, as before
-				}
-				owner := string(k[1+len(peerdrive.ShardID{}):])
-				m[owner] = m[owner].plus(int64(size))
-				return true, nil
-			})
-		})
-		if err != nil {
-			return nil, fmt.Errorf("count holds: %w", err)
-		}
-		s.owners = m
+	if err := s.countOwnersLocked(); err != nil {
+		return nil, err
 	}
 	return maps.Clone(s.owners), nil
+}
+
+// countOwnersLocked makes the tally of holds by owner by reading every
+// hold, unless it is made. s.mu is held.
+func (s *Shards) countOwnersLocked() error {
+	if s.owners != nil {
+		return nil
+	}
+	m := map[string]OwnerTally{}
+	err := s.db.View(func(t *Txn) error {
+		return t.Iterate([]byte{tagHold}, nil, true, func(k, v []byte) (bool, error) {
+			if len(k) <= 1+len(peerdrive.ShardID{}) {
+				return true, nil
+			}
+			size, _, err := decodeHold(v)
+			if err != nil {
+				return true, nil // counted as nothing, as before
+			}
+			owner := string(k[1+len(peerdrive.ShardID{}):])
+			m[owner] = m[owner].plus(int64(size))
+			return true, nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("count holds: %w", err)
+	}
+	s.owners = m
+	return nil
 }

@@ -181,52 +181,31 @@ func (p *packs) exactFile(num uint32) (*os.File, error) {
 	return f, nil
 }
 
-func (p *packs) read(loc chunkLoc) ([]byte, error) { return p.readFrom(loc, p.file) }
+func (p *packs) read(loc chunkLoc) ([]byte, error) { return p.readFrom(nil, loc, p.file) }
 
 // readExact reads loc's bytes and no more from the disk: a storage node's
 // shards of one segment lie side by side in its pack, and a reader wants
 // only the data shards, so the read-ahead a sequential-looking series of
 // reads earns would read the parity shards between them too (half as much
 // again from the disk in a cold read, bench/peers.sh).
-func (p *packs) readExact(loc chunkLoc) ([]byte, error) { return p.readFrom(loc, p.exactFile) }
+func (p *packs) readExact(loc chunkLoc) ([]byte, error) { return p.readFrom(nil, loc, p.exactFile) }
 
-func (p *packs) readFrom(loc chunkLoc, open func(uint32) (*os.File, error)) ([]byte, error) {
+// readFrom reads loc's bytes onto the end of dst (into its spare capacity
+// if it has room) from the file open gives, and returns the extended slice;
+// on an error, nil if dst was nil, else dst as it was.
+func (p *packs) readFrom(dst []byte, loc chunkLoc, open func(uint32) (*os.File, error)) ([]byte, error) {
 	p.mu.Lock()
 	f, err := open(loc.pack)
-	p.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, loc.len)
-	if err := readLoc(f, b, loc); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// readAppend reads loc's bytes onto the end of dst.
-func (p *packs) readAppend(dst []byte, loc chunkLoc) ([]byte, error) {
-	p.mu.Lock()
-	f, err := p.file(loc.pack)
 	p.mu.Unlock()
 	if err != nil {
 		return dst, err
 	}
 	n := len(dst)
-	dst = slices.Grow(dst, int(loc.len))[:n+int(loc.len)]
-	if err := readLoc(f, dst[n:], loc); err != nil {
-		return dst[:n], err
+	b := slices.Grow(dst, int(loc.len))[:n+int(loc.len)]
+	if m, err := f.ReadAt(b[n:], int64(loc.off)); m < int(loc.len) {
+		return dst, fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, m, ErrCorrupt, err)
 	}
-	return dst, nil
-}
-
-// readLoc fills b, loc.len bytes, from f at loc.
-func readLoc(f *os.File, b []byte, loc chunkLoc) error {
-	n, err := f.ReadAt(b, int64(loc.off))
-	if n == len(b) {
-		return nil
-	}
-	return fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, n, ErrCorrupt, err)
+	return b, nil
 }
 
 // willNeed asks the kernel to start reading loc's bytes into the page

@@ -528,11 +528,7 @@ func (t *Txn) GetBlob(key []byte) ([]byte, error) { return t.getBlob(key, false)
 // getBlob is GetBlob; exact reads no more than the blob from the disk (see
 // packs.readExact), for blobs read in no particular order.
 func (t *Txn) getBlob(key []byte, exact bool) ([]byte, error) {
-	v, err := t.Get(key)
-	if err != nil {
-		return nil, err
-	}
-	loc, err := decodeLoc(v)
+	loc, err := t.blobLoc(key)
 	if err != nil {
 		return nil, err
 	}
@@ -540,6 +536,15 @@ func (t *Txn) getBlob(key []byte, exact bool) ([]byte, error) {
 		return t.db.packs.readExact(loc)
 	}
 	return t.db.packs.read(loc)
+}
+
+// blobLoc returns where the blob PutBlob stored under key lies.
+func (t *Txn) blobLoc(key []byte) (chunkLoc, error) {
+	v, err := t.Get(key)
+	if err != nil {
+		return chunkLoc{}, err
+	}
+	return decodeLoc(v)
 }
 
 // PrefetchChunks starts reading the sealed bytes of the chunks ids from
@@ -580,15 +585,11 @@ func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(
 // extended slice, or ErrNotFound: read straight into dst's spare capacity,
 // without a buffer of its own (the uploader packs segments this way).
 func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
-	v, err := t.Get(chunkKey(id))
+	loc, err := t.blobLoc(chunkKey(id))
 	if err != nil {
 		return dst, err
 	}
-	loc, err := decodeLoc(v)
-	if err != nil {
-		return dst, err
-	}
-	return t.db.packs.readAppend(dst, loc)
+	return t.db.packs.readFrom(dst, loc, t.db.packs.file)
 }
 
 // HasChunk reports whether chunk id is stored.
