@@ -66,7 +66,7 @@ func (s *Scores) placementOrder(peers []peer.ID, now time.Time, exp func() float
 	var bad []peer.ID
 	for i, p := range peers {
 		ps := scores[i]
-		if !ps.Healthy() || ps.isFull(now) {
+		if !ps.usable(now) {
 			bad = append(bad, p)
 			continue
 		}

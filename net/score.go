@@ -49,6 +49,13 @@ func (s PeerScore) Healthy() bool { return s.BadShards == 0 && s.InARow < unheal
 // isFull reports whether the peer said full recently.
 func (s PeerScore) isFull(now time.Time) bool { return s.Full && now.Sub(s.fullAt) < fullFor }
 
+// RecentlyFull reports whether the peer refused a PUT for room lately.
+func (s PeerScore) RecentlyFull() bool { return s.isFull(time.Now()) }
+
+// usable reports whether the peer is fit for new shards: healthy and not
+// recently full.
+func (s PeerScore) usable(now time.Time) bool { return s.Healthy() && !s.isFull(now) }
+
 // Scores keeps a PeerScore per peer; the shard client updates it after every
 // request. It is safe for concurrent use.
 type Scores struct {
@@ -211,10 +218,7 @@ func (n *Node) PeerLatency(p peer.ID) (time.Duration, bool) {
 
 // Usable reports whether p is fit to receive new shards: healthy, and not
 // recently found full.
-func (n *Node) Usable(p peer.ID) bool {
-	s := n.scores.Get(p)
-	return s.Healthy() && !s.isFull(time.Now())
-}
+func (n *Node) Usable(p peer.ID) bool { return n.scores.Get(p).usable(time.Now()) }
 
 // Scores returns the node's peer scores.
 func (n *Node) Scores() *Scores { return n.scores }

@@ -85,7 +85,7 @@ func (n *Node) peerRows() []PeerRow {
 			UsedBytes:     s.Used,
 			CapacityBytes: s.Capacity,
 			Healthy:       s.Healthy(),
-			Full:          s.Healthy() && !n.net.Usable(p), // usable: healthy and not recently full
+			Full:          s.Healthy() && s.RecentlyFull(),
 			Successes:     s.Successes,
 			Failures:      s.Failures,
 		})
