@@ -192,7 +192,7 @@ func (r *Replica) keeper() {
 		r.mu.Lock()
 		r.evictLocked()
 		r.mu.Unlock()
-		if time.Since(last) >= time.Duration(float64(took)/healthShare) {
+		if scanDue(last, took) {
 			last = time.Now()
 			r.checkHealth()
 			took = time.Since(last)
@@ -202,5 +202,12 @@ func (r *Replica) keeper() {
 
 const (
 	keepEvery   = 5 * time.Second
-	healthShare = 0.02 // of one core, at most, for periodic health checks
+	healthShare = 0.02 // of one core, at most, for periodic reads of every segment record
 )
+
+// scanDue reports whether a periodic read of every segment record that
+// last started at last and took took may run again without taking more
+// than healthShare of a core.
+func scanDue(last time.Time, took time.Duration) bool {
+	return time.Since(last) >= time.Duration(float64(took)/healthShare)
+}

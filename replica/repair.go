@@ -354,7 +354,7 @@ func (r *Replica) repairer() {
 		case <-t.C:
 			// A pass reads every segment record: on a large drive, pass
 			// ticks rather than spend more than healthShare of a core.
-			if time.Since(last) < time.Duration(float64(scan)/healthShare) {
+			if !scanDue(last, scan) {
 				continue
 			}
 		case <-r.maint.wake:

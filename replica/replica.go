@@ -147,25 +147,26 @@ type Replica struct {
 	// The upload queue in memory, in arrival order; the U records are its
 	// durable copy, read once at start. queue may hold IDs no longer in
 	// queueSet (dropped or placed): they are skipped and compacted away.
-	queue    []peerdrive.ChunkID
-	queueSet map[peerdrive.ChunkID]int64
-	inflight map[peerdrive.ChunkID]bool
-	flushReq bool
-	lastNew  time.Time // when the last chunk was queued
-	lastErr  error
-	health   Health
-	nextSeg  uint64
+	queue     []peerdrive.ChunkID
+	queueSet  map[peerdrive.ChunkID]int64
+	inflight  map[peerdrive.ChunkID]bool
+	flushReq  bool
+	lastNew   time.Time // when the last chunk was queued
+	lastErr   error
+	health    Health
+	nextSeg   uint64
+	cache     *lru
+	fetchMu   sync.Mutex
+	fetches   map[uint64]*fetchCall
+	recent    *recentSeg // the last segment fetched (under fetchMu)
+	firstSeen map[peerdrive.ChunkID]time.Time
+	maint     *maintenance // audits and repair (audit.go, repair.go)
+
 	// lastPlaced is when a segment was last placed, fullSince when the
 	// cache last became full of chunks waiting (zero while it is not),
 	// lastOverflowLog when WaitRoom last said it let a write past the
 	// bound (cache.go).
 	lastPlaced, fullSince, lastOverflowLog time.Time
-	cache                                  *lru
-	fetchMu                                sync.Mutex
-	fetches                                map[uint64]*fetchCall
-	recent                                 *recentSeg // the last segment fetched (under fetchMu)
-	firstSeen                              map[peerdrive.ChunkID]time.Time
-	maint                                  *maintenance // audits and repair (audit.go, repair.go)
 }
 
 // New returns a Replica over db. Call Start to run it.
