@@ -136,13 +136,11 @@ func (c *batchConn) Write(b []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	// b is one TLS record, far smaller than batchMax.
 	if len(*c.buf)+len(b) > batchMax {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-	}
-	if len(b) >= batchMax {
-		return c.Conn.Write(b)
 	}
 	*c.buf = append(*c.buf, b...)
 	return len(b), nil
