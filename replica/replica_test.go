@@ -274,3 +274,23 @@ func TestUploadsYieldToWriter(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncAfterSync: a sync right after an upload does not wait for the
+// uploader's next scan. Publish syncs three times in a row (tree, late
+// records, manifest); each waited out the gap between scans.
+func TestSyncAfterSync(t *testing.T) {
+	old := minScanGap
+	minScanGap = time.Hour // a sync that waits for the next scan times out
+	t.Cleanup(func() { minScanGap = old })
+	net := newMemNet(6)
+	db, r := newTestReplica(t, net, 0)
+	for i := range 3 {
+		putChunks(t, db, r, 2, 100<<10)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := r.Sync(ctx, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("sync %d: %v", i+1, err)
+		}
+	}
+}

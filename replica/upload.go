@@ -20,8 +20,9 @@ import (
 // maxSegmentsInFlight is how many segments are encoded and sent at once.
 const maxSegmentsInFlight = 3
 
-// minScanGap is the least time between two reads of the upload queue.
-const minScanGap = 100 * time.Millisecond
+// minScanGap is the least time between two reads of the upload queue (a
+// variable for tests).
+var minScanGap = 100 * time.Millisecond
 
 type queued struct {
 	id   peerdrive.ChunkID
@@ -52,19 +53,28 @@ func (r *Replica) uploader() {
 		// Every write of a new chunk wakes the uploader; reading the queue
 		// for each would cost O(queue) per chunk. Scan at most every
 		// minScanGap, and during a back-off only when a sync asks.
-		r.mu.Lock()
-		flush := r.flushReq
-		r.mu.Unlock()
-		wait := minScanGap - time.Since(lastScan)
-		if backoff > 0 && !flush {
-			wait = max(wait, backoff-time.Since(lastScan))
-		}
-		if wait > 0 && !flush {
+		// A sync that asks meanwhile ends the wait: Publish syncs three
+		// times in a row, and each would otherwise wait out the gap.
+		for {
+			r.mu.Lock()
+			flush := r.flushReq
+			r.mu.Unlock()
+			wait := minScanGap - time.Since(lastScan)
+			if backoff > 0 {
+				wait = max(wait, backoff-time.Since(lastScan))
+			}
+			if wait <= 0 || flush {
+				break
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-r.stop:
+				t.Stop()
 				return
-			case <-time.After(wait):
+			case <-r.wake:
+			case <-t.C:
 			}
+			t.Stop()
 		}
 		if !r.yield() {
 			return
