@@ -1,7 +1,9 @@
 // Package audit is the proof of storage: a Merkle tree over a shard's bytes
 // whose root the owner keeps, and proofs that a leaf belongs to it, so that a
 // peer can show it still holds a shard by sending a few random leaves
-// instead of the whole shard. The format is docs/audit.md §1, version 1.
+// instead of the whole shard. The formats are docs/audit.md §1: version 1,
+// a tree of its own, and version 2, BLAKE3's tree, whose root is the shard's
+// ID.
 package audit
 
 import (
@@ -25,9 +27,6 @@ const leafContext = "peerdrive 2026-11-28 audit v1 leaf"
 // MaxProofLen is the most siblings a proof may hold (a tree of 2^64 leaves).
 const MaxProofLen = 64
 
-// proofVersion is the first byte of an encoded proof.
-const proofVersion = 1
-
 // Domain prefixes of inner nodes and the root.
 const (
 	prefixNode = 0x01
@@ -45,16 +44,21 @@ var (
 )
 
 // Answer is one leaf of a shard as a peer sent it in answer to an audit,
-// not verified until Check or Verify says so.
+// not verified until Check or Verify (CheckV2 or VerifyV2) says so.
 type Answer struct {
-	Index int
-	Data  []byte
-	Proof Proof
+	Index   int
+	Data    []byte
+	Proof   Proof
+	Version byte // of the proof: Version1 or Version2
 }
 
-// Check verifies every answer against the root and size of the shard.
+// Check verifies every answer, of version 1, against the root and size of
+// the shard.
 func Check(root [32]byte, size int64, answers []Answer) error {
 	for _, a := range answers {
+		if a.Version != Version1 {
+			return fmt.Errorf("leaf %d: version %d: %w", a.Index, a.Version, ErrVersion)
+		}
 		if err := Verify(root, size, a.Index, a.Data, a.Proof); err != nil {
 			return err
 		}
@@ -227,12 +231,19 @@ func Verify(root [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) 
 // EncodedLen is the length of p encoded.
 func (p Proof) EncodedLen() int { return 2 + 32*len(p) }
 
-// AppendBinary appends p's encoding (docs/audit.md §1) to b.
-func (p Proof) AppendBinary(b []byte) ([]byte, error) {
+// AppendBinary appends p's encoding as a version 1 proof (docs/audit.md §1)
+// to b.
+func (p Proof) AppendBinary(b []byte) ([]byte, error) { return p.AppendVersion(b, Version1) }
+
+// AppendVersion appends p's encoding as a proof of version v to b.
+func (p Proof) AppendVersion(b []byte, v byte) ([]byte, error) {
 	if len(p) > MaxProofLen {
 		return b, fmt.Errorf("%d siblings: %w", len(p), ErrMalformed)
 	}
-	b = append(b, proofVersion, byte(len(p)))
+	if v != Version1 && v != Version2 {
+		return b, fmt.Errorf("version %d: %w", v, ErrMalformed)
+	}
+	b = append(b, v, byte(len(p)))
 	for i := range p {
 		b = append(b, p[i][:]...)
 	}
@@ -242,13 +253,21 @@ func (p Proof) AppendBinary(b []byte) ([]byte, error) {
 // MarshalBinary encodes p.
 func (p Proof) MarshalBinary() ([]byte, error) { return p.AppendBinary(nil) }
 
-// DecodeProof decodes a proof at the start of b and returns it with the
-// bytes that follow it.
-func DecodeProof(b []byte) (Proof, []byte, error) {
+// DecodeProof decodes a proof of either version at the start of b and
+// returns it with its version and the bytes that follow it.
+func DecodeProof(b []byte) (Proof, byte, []byte, error) {
+	p, rest, err := decodeProof(b)
+	if err != nil {
+		return nil, 0, b, err
+	}
+	return p, b[0], rest, nil
+}
+
+func decodeProof(b []byte) (Proof, []byte, error) {
 	if len(b) < 2 {
 		return nil, b, fmt.Errorf("%d bytes: %w", len(b), ErrMalformed)
 	}
-	if b[0] != proofVersion {
+	if b[0] != Version1 && b[0] != Version2 {
 		return nil, b, fmt.Errorf("version %d: %w", b[0], ErrMalformed)
 	}
 	c := int(b[1])
@@ -265,9 +284,9 @@ func DecodeProof(b []byte) (Proof, []byte, error) {
 	return p, b[2+32*c:], nil
 }
 
-// UnmarshalBinary decodes exactly one proof.
+// UnmarshalBinary decodes exactly one proof, of either version.
 func (p *Proof) UnmarshalBinary(b []byte) error {
-	q, rest, err := DecodeProof(b)
+	q, rest, err := decodeProof(b)
 	if err != nil {
 		return err
 	}

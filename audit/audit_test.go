@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/zeebo/blake3"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden fixture")
@@ -121,7 +123,7 @@ func TestProofEncoding(t *testing.T) {
 	}
 	for name, bad := range map[string][]byte{
 		"empty":     nil,
-		"version":   append([]byte{2}, b[1:]...),
+		"version":   append([]byte{3}, b[1:]...),
 		"truncated": b[:len(b)-1],
 		"trailing":  append(bytes.Clone(b), 0),
 		"count":     {1, 65},
@@ -191,20 +193,25 @@ func FuzzDecodeProof(f *testing.F) {
 	f.Add([]byte{1, 0}, 0)
 	f.Add([]byte{1, 65}, 1)
 	f.Add([]byte{}, 0)
+	_, p2, _ := ProveAllV2(pattern(size5), []int{3})
+	b2, _ := p2[0].AppendVersion(nil, Version2)
+	f.Add(b2, 3)
 	root := Root(pattern(size5))
+	id := blake3.Sum256(pattern(size5))
 	f.Fuzz(func(t *testing.T, b []byte, leaf int) {
-		p, rest, err := DecodeProof(b)
+		p, v, rest, err := DecodeProof(b)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
 			}
 			return
 		}
-		again, err := p.AppendBinary(nil)
+		again, err := p.AppendVersion(nil, v)
 		if err != nil || !bytes.Equal(again, b[:len(b)-len(rest)]) {
 			t.Fatalf("round trip: %x, %v", again, err)
 		}
 		_ = Verify(root, size5, leaf, Leaf(pattern(size5), leaf%5), p)
+		_ = VerifyV2(id, size5, leaf, Leaf(pattern(size5), leaf%5), p)
 	})
 }
 

@@ -1,0 +1,168 @@
+package audit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"lukechampine.com/blake3/guts"
+)
+
+// Version 2 (docs/audit.md §1.2): the audit tree is BLAKE3's own hash tree,
+// so a shard's audit root is its ID, BLAKE3-256 of its bytes, and the owner
+// computes nothing at upload beyond the ID. A leaf (4 KiB, four BLAKE3
+// chunks, the same leaves as version 1) is a node of that tree: BLAKE3
+// splits a run of chunks at the largest power of two below its length, so
+// every 4-chunk-aligned run is a subtree, the last one included.
+
+// Proof versions: the first byte of an encoded proof.
+const (
+	Version1 = 1
+	Version2 = 2
+)
+
+// ErrVersion: an answer of another version than the one asked for (an
+// older peer answers version 1 to a version 2 request).
+var ErrVersion = errors.New("audit answer of another version")
+
+// groupBuf is the scratch buffer CompressBuffer wants: its SIMD code reads
+// whole blocks of chunks, past the bytes it is given.
+type groupBuf = [guts.MaxSIMD * guts.ChunkSize]byte
+
+// leafNode is the BLAKE3 node of leaf i, whose bytes are b, not yet
+// compressed: the root flag goes on it when it is the whole tree.
+func leafNode(buf *groupBuf, i int, b []byte) guts.Node {
+	n := copy(buf[:], b)
+	return guts.CompressBuffer(buf, n, &guts.IV, uint64(i)*LeafSize/guts.ChunkSize, 0)
+}
+
+// parentNode is the BLAKE3 parent of two chaining values.
+func parentNode(l, r *[8]uint32) guts.Node { return guts.ParentNode(*l, *r, &guts.IV, 0) }
+
+// rootOf finalizes the top node of the tree: the BLAKE3-256 hash.
+func rootOf(n guts.Node) (out [32]byte) {
+	n.Flags |= guts.FlagRoot
+	w := guts.CompressNode(n)
+	for i := range 8 {
+		binary.LittleEndian.PutUint32(out[4*i:], w[i])
+	}
+	return out
+}
+
+func cvBytes(cv *[8]uint32) (out [32]byte) {
+	for i := range 8 {
+		binary.LittleEndian.PutUint32(out[4*i:], cv[i])
+	}
+	return out
+}
+
+func cvWords(b *[32]byte) (cv [8]uint32) {
+	for i := range 8 {
+		cv[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	return cv
+}
+
+// ProveAllV2 returns the BLAKE3-256 hash of data (its audit root in
+// version 2) and the version 2 proofs of the given leaves: the chaining
+// values of the siblings on each leaf's path, from the leaf's level up.
+func ProveAllV2(data []byte, leaves []int) ([32]byte, []Proof, error) {
+	n := Leaves(int64(len(data)))
+	for _, i := range leaves {
+		if i < 0 || int64(i) >= n {
+			return [32]byte{}, nil, fmt.Errorf("leaf %d of %d: %w", i, n, ErrRange)
+		}
+	}
+	var buf groupBuf
+	proofs := make([]Proof, len(leaves))
+	if n == 1 {
+		return rootOf(leafNode(&buf, 0, data)), proofs, nil
+	}
+	level := make([][8]uint32, n)
+	for i := range level {
+		level[i] = guts.ChainingValue(leafNode(&buf, i, Leaf(data, i)))
+	}
+	idx := append([]int(nil), leaves...)
+	for {
+		for k, i := range idx {
+			if i%2 == 1 {
+				proofs[k] = append(proofs[k], cvBytes(&level[i-1]))
+			} else if i+1 < len(level) {
+				proofs[k] = append(proofs[k], cvBytes(&level[i+1]))
+			}
+			idx[k] = i / 2
+		}
+		if len(level) == 2 {
+			return rootOf(parentNode(&level[0], &level[1])), proofs, nil
+		}
+		// The next level, in place; an odd last node goes up unchanged.
+		next := level[:0]
+		for i := 0; i < len(level); i += 2 {
+			if i+1 == len(level) {
+				next = append(next, level[i])
+			} else {
+				next = append(next, guts.ChainingValue(parentNode(&level[i], &level[i+1])))
+			}
+		}
+		level = next
+	}
+}
+
+// VerifyV2 checks that leafBytes is leaf number leaf of the shard of size
+// bytes whose ID (BLAKE3-256) is id, with a version 2 proof. It returns nil
+// or an error wrapping ErrMismatch.
+func VerifyV2(id [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) error {
+	n := Leaves(size)
+	if size < 0 || leaf < 0 || int64(leaf) >= n {
+		return fmt.Errorf("leaf %d of %d: %w", leaf, n, ErrMismatch)
+	}
+	want := int64(LeafSize)
+	if int64(leaf) == n-1 {
+		want = size - int64(leaf)*LeafSize
+	}
+	if int64(len(leafBytes)) != want {
+		return fmt.Errorf("leaf %d is %d bytes, want %d: %w", leaf, len(leafBytes), want, ErrMismatch)
+	}
+	var buf groupBuf
+	node := leafNode(&buf, leaf, leafBytes)
+	i, count, used := int64(leaf), n, 0
+	for count > 1 {
+		if !(i == count-1 && count%2 == 1) {
+			if used >= len(proof) {
+				return fmt.Errorf("proof of leaf %d too short: %w", leaf, ErrMismatch)
+			}
+			s := cvWords(&proof[used])
+			used++
+			cur := guts.ChainingValue(node)
+			if i%2 == 0 {
+				node = parentNode(&cur, &s)
+			} else {
+				node = parentNode(&s, &cur)
+			}
+		}
+		i /= 2
+		count = (count + 1) / 2
+	}
+	if used != len(proof) {
+		return fmt.Errorf("proof of leaf %d has %d siblings, want %d: %w", leaf, len(proof), used, ErrMismatch)
+	}
+	if rootOf(node) != id {
+		return fmt.Errorf("leaf %d: %w", leaf, ErrMismatch)
+	}
+	return nil
+}
+
+// CheckV2 verifies answers of version 2 against the ID and size of the
+// shard: ErrVersion if one is of another version, ErrMismatch if one does
+// not verify.
+func CheckV2(id [32]byte, size int64, answers []Answer) error {
+	for _, a := range answers {
+		if a.Version != Version2 {
+			return fmt.Errorf("leaf %d: version %d: %w", a.Index, a.Version, ErrVersion)
+		}
+		if err := VerifyV2(id, size, a.Index, a.Data, a.Proof); err != nil {
+			return err
+		}
+	}
+	return nil
+}
