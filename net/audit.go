@@ -59,6 +59,14 @@ func decodeAudit(rq request, w wireRequest) (request, error) {
 		}
 		rq.leaves[i] = int(l)
 	}
+	switch w.Proofs {
+	case 0, audit.Version1:
+		rq.proofs = audit.Version1
+	case audit.Version2:
+		rq.proofs = audit.Version2
+	default:
+		return rq, fmt.Errorf("%s: proof version %d: %w", t, w.Proofs, errMalformed)
+	}
 	return rq, nil
 }
 
@@ -77,7 +85,7 @@ func encodeLeaves(leaves []int) []uint64 {
 }
 
 // serveAudit answers an AUDIT request: the leaves asked for with their
-// proofs, computed from the stored shard.
+// proofs of the version asked for, computed from the stored shard.
 func (sv *shardServer) serveAudit(ctx context.Context, s network.Stream, rq request, log *slog.Logger) {
 	rt := rq.typ | replyBit
 	data, err := sv.store.Get(ctx, rq.id)
@@ -85,12 +93,16 @@ func (sv *shardServer) serveAudit(ctx context.Context, s network.Stream, rq requ
 		writeReply(s, rt, sv.storeReply(err, log, "audit", rq.id), nil)
 		return
 	}
-	_, proofs, err := audit.ProveAll(data, rq.leaves)
+	prove := audit.ProveAll
+	if rq.proofs == audit.Version2 {
+		prove = audit.ProveAllV2
+	}
+	_, proofs, err := prove(data, rq.leaves)
 	if err != nil {
 		sv.refuse(s, rt, StatusBadRequest, "leaf index past the shard's end")
 		return
 	}
-	body, err := encodeAuditBody(data, rq.leaves, proofs)
+	body, err := encodeAuditBody(data, rq.leaves, proofs, rq.proofs)
 	if err != nil {
 		log.Error("audit reply does not encode", "shard", rq.id.Short(), "err", err)
 		writeReply(s, rt, wireReply{Status: StatusInternal, Message: "internal error"}, nil)
@@ -99,15 +111,16 @@ func (sv *shardServer) serveAudit(ctx context.Context, s network.Stream, rq requ
 	writeReply(s, rt, wireReply{Status: StatusOK, Size: uint64(len(body))}, body)
 }
 
-// encodeAuditBody lays out the leaves and their proofs (docs/audit.md §2).
-func encodeAuditBody(data []byte, leaves []int, proofs []audit.Proof) ([]byte, error) {
+// encodeAuditBody lays out the leaves and their proofs of version v
+// (docs/audit.md §2).
+func encodeAuditBody(data []byte, leaves []int, proofs []audit.Proof, v byte) ([]byte, error) {
 	var b []byte
 	for k, i := range leaves {
 		leaf := audit.Leaf(data, i)
 		b = binary.AppendUvarint(b, uint64(len(leaf)))
 		b = append(b, leaf...)
 		var err error
-		if b, err = proofs[k].AppendBinary(b); err != nil {
+		if b, err = proofs[k].AppendVersion(b, v); err != nil {
 			return nil, err
 		}
 	}
@@ -129,12 +142,12 @@ func decodeAuditBody(b []byte, leaves []int) ([]audit.Answer, error) {
 		b = b[m:]
 		data := b[:n:n]
 		b = b[n:]
-		p, rest, err := audit.DecodeProof(b)
+		p, v, rest, err := audit.DecodeProof(b)
 		if err != nil {
 			return nil, fmt.Errorf("leaf %d proof: %w: %v", i, errMalformed, err)
 		}
 		b = rest
-		out[k] = audit.Answer{Index: i, Data: data, Proof: p}
+		out[k] = audit.Answer{Index: i, Data: data, Proof: p, Version: v}
 	}
 	if len(b) != 0 {
 		return nil, fmt.Errorf("%d bytes after the leaves: %w", len(b), errMalformed)
@@ -143,23 +156,33 @@ func decodeAuditBody(b []byte, leaves []int) ([]audit.Answer, error) {
 }
 
 // AuditShard asks peer p for the given leaves of shard id with their
-// proofs (docs/audit.md §2). It returns them unverified; ErrNotFound (which
-// also matches fs.ErrNotExist) if p does not hold the shard.
+// version 2 proofs, whose root is the shard ID (docs/audit.md §2). It
+// returns them unverified (a peer older than version 2 answers version 1:
+// audit.CheckV2 says ErrVersion); ErrNotFound (which also matches
+// fs.ErrNotExist) if p does not hold the shard.
 func (n *Node) AuditShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, leaves []int) ([]audit.Answer, error) {
-	out, lat, err := n.auditShard(ctx, p, id, leaves)
-	err = n.finish(p, "audit", id.Short(), err, lat)
-	if errors.Is(err, ErrNotFound) {
-		// Also fs.ErrNotExist, for callers that do not import net (replica).
-		err = fmt.Errorf("%w (%w)", err, fs.ErrNotExist)
-	}
-	return out, err
+	return n.auditVersion(ctx, p, id, leaves, audit.Version2)
 }
 
-func (n *Node) auditShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, leaves []int) ([]audit.Answer, time.Duration, error) {
+func (n *Node) auditVersion(ctx context.Context, p peer.ID, id peerdrive.ShardID, leaves []int, v byte) ([]audit.Answer, error) {
+	out, lat, err := n.auditShard(ctx, p, id, leaves, v)
+	return out, notExist(n.finish(p, "audit", id.Short(), err, lat))
+}
+
+// notExist makes ErrNotFound match fs.ErrNotExist too, for callers that do
+// not import net (replica).
+func notExist(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w (%w)", err, fs.ErrNotExist)
+	}
+	return err
+}
+
+func (n *Node) auditShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, leaves []int, v byte) ([]audit.Answer, time.Duration, error) {
 	if len(leaves) == 0 || len(leaves) > MaxAuditLeaves {
 		return nil, 0, fmt.Errorf("%d leaves (1 to %d): %w", len(leaves), MaxAuditLeaves, ErrRefused)
 	}
-	rq := request{typ: typeAudit, id: id, leaves: leaves}
+	rq := request{typ: typeAudit, id: id, leaves: leaves, proofs: v}
 	c, err := n.dial(ctx, p, typeAudit)
 	if err != nil {
 		return nil, 0, err

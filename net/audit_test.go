@@ -15,18 +15,10 @@ import (
 	"github.com/peerdrive/peerdrive/audit"
 )
 
-func verifyAll(t *testing.T, root [32]byte, size int, leaves []audit.Answer) error {
-	t.Helper()
-	for _, l := range leaves {
-		if err := audit.Verify(root, int64(size), l.Index, l.Data, l.Proof); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // TestAuditShard audits an honest peer, a peer whose store flips a bit and
-// a peer without the shard, over real libp2p hosts.
+// a peer without the shard, over real libp2p hosts, with version 2 proofs
+// (against the shard ID) and, as an older owner asks, version 1 (against
+// the audit root).
 func TestAuditShard(t *testing.T) {
 	a, honest := servingPair(t, openShards(t, 8<<20))
 	liar := startNode(t, loopTCP)
@@ -51,15 +43,24 @@ func TestAuditShard(t *testing.T) {
 	if len(got) != 4 || got[3].Index != 256 || len(got[3].Data) != 300 {
 		t.Fatalf("AuditShard returned %d leaves", len(got))
 	}
-	if err := verifyAll(t, root, size, got); err != nil {
+	if err := audit.CheckV2(id, size, got); err != nil {
 		t.Fatalf("honest peer's proofs: %v", err)
 	}
 	got, err = a.AuditShard(ctx, lp, id, leaves)
 	if err != nil {
 		t.Fatalf("AuditShard on the liar: %v", err)
 	}
-	if err := verifyAll(t, root, size, got); !errors.Is(err, audit.ErrMismatch) {
+	if err := audit.CheckV2(id, size, got); !errors.Is(err, audit.ErrMismatch) {
 		t.Fatalf("liar's proofs verify: %v, want ErrMismatch", err)
+	}
+	for p, want := range map[peer.ID]error{hp: nil, lp: audit.ErrMismatch} {
+		got, err := a.auditVersion(ctx, p, id, leaves, audit.Version1)
+		if err != nil {
+			t.Fatalf("version 1 audit: %v", err)
+		}
+		if err := audit.Check(root, size, got); !errors.Is(err, want) {
+			t.Fatalf("version 1 proofs of %s: %v, want %v", p, err, want)
+		}
 	}
 	other, _ := testShard(4096, 1)
 	if _, err := a.AuditShard(ctx, hp, other, []int{0}); !errors.Is(err, ErrNotFound) {
@@ -83,15 +84,15 @@ func TestAuditCost(t *testing.T) {
 	for _, size := range []int{256 << 10, 1 << 20, 4 << 20} {
 		id, data := testShard(size, 2)
 		leaves := []int{1, 7, 30, 60}
-		msg, err := encodeRequest(request{typ: typeAudit, id: id, leaves: leaves})
+		msg, err := encodeRequest(request{typ: typeAudit, id: id, leaves: leaves, proofs: audit.Version2})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, proofs, err := audit.ProveAll(data, leaves)
+		_, proofs, err := audit.ProveAllV2(data, leaves)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, err := encodeAuditBody(data, leaves, proofs)
+		body, err := encodeAuditBody(data, leaves, proofs, audit.Version2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,14 +111,16 @@ func TestAuditCost(t *testing.T) {
 
 func TestAuditRequestRoundTrip(t *testing.T) {
 	id, _ := testShard(10, 1)
-	rq := request{typ: typeAudit, id: id, leaves: []int{0, maxAuditIndex - 1, 5}}
-	b, err := encodeRequest(rq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := readAuditRequest(b)
-	if err != nil || !reflect.DeepEqual(got, rq) {
-		t.Fatalf("round trip: %+v, %v", got, err)
+	for _, v := range []byte{audit.Version1, audit.Version2} {
+		rq := request{typ: typeAudit, id: id, leaves: []int{0, maxAuditIndex - 1, 5}, proofs: v}
+		b, err := encodeRequest(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := readAuditRequest(b)
+		if err != nil || !reflect.DeepEqual(got, rq) {
+			t.Fatalf("round trip: %+v, %v", got, err)
+		}
 	}
 	for name, w := range map[string]wireRequest{
 		"no leaves":   {ID: id[:]},
@@ -125,6 +128,7 @@ func TestAuditRequestRoundTrip(t *testing.T) {
 		"duplicate":   {ID: id[:], Leaves: []uint64{3, 3}},
 		"index large": {ID: id[:], Leaves: []uint64{maxAuditIndex}},
 		"short id":    {ID: id[:5], Leaves: []uint64{1}},
+		"version 3":   {ID: id[:], Leaves: []uint64{1}, Proofs: 3},
 	} {
 		if _, err := readAuditRequest(msgOf(t, typeAudit, &w)); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: %v, want errMalformed", name, err)
@@ -144,8 +148,8 @@ func readAuditRequest(b []byte) (request, error) {
 // accepts re-encodes to one that decodes the same.
 func FuzzAuditRequest(f *testing.F) {
 	id, _ := testShard(10, 1)
-	for _, leaves := range [][]int{{0}, {1, 2, 3, 4}, {maxAuditIndex - 1}} {
-		b, _ := encodeRequest(request{typ: typeAudit, id: id, leaves: leaves})
+	for k, leaves := range [][]int{{0}, {1, 2, 3, 4}, {maxAuditIndex - 1}} {
+		b, _ := encodeRequest(request{typ: typeAudit, id: id, leaves: leaves, proofs: byte(1 + k%2)})
 		f.Add(b)
 	}
 	f.Add([]byte{byte(typeAudit), 1, 0xa0})
@@ -178,7 +182,10 @@ func FuzzAuditBody(f *testing.F) {
 	_, data := testShard(5*audit.LeafSize-100, 4)
 	for _, leaves := range [][]int{{0}, {4}, {0, 1, 2, 3, 4}} {
 		_, proofs, _ := audit.ProveAll(data, leaves)
-		b, _ := encodeAuditBody(data, leaves, proofs)
+		b, _ := encodeAuditBody(data, leaves, proofs, audit.Version1)
+		f.Add(b, uint8(len(leaves)))
+		_, proofs, _ = audit.ProveAllV2(data, leaves)
+		b, _ = encodeAuditBody(data, leaves, proofs, audit.Version2)
 		f.Add(b, uint8(len(leaves)))
 	}
 	f.Add([]byte{0, 1, 0}, uint8(1))
@@ -200,7 +207,7 @@ func FuzzAuditBody(f *testing.F) {
 				t.Fatalf("accepted a %d-byte leaf", len(l.Data))
 			}
 			again = appendUvarintLeaf(again, l.Data)
-			again, _ = l.Proof.AppendBinary(again)
+			again, _ = l.Proof.AppendVersion(again, l.Version)
 		}
 		if !bytes.Equal(again, b) {
 			t.Fatalf("re-encoded %x, want %x", again, b)

@@ -11,6 +11,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/audit"
 )
 
 // The shard protocol's messages, framing and limits: docs/protocol.md §2.
@@ -120,6 +121,7 @@ type wireRequest struct {
 	IDs    [][]byte `cbor:"3,keyasint,omitempty"`
 	Leaves []uint64 `cbor:"4,keyasint,omitempty"` // AUDIT (docs/audit.md §2)
 	Claim  []byte   `cbor:"5,keyasint,omitempty"` // CLAIM (docs/gc.md §5)
+	Proofs uint64   `cbor:"6,keyasint,omitempty"` // AUDIT: proof version asked for, absent = 1
 }
 
 // wireReply is a reply header as encoded.
@@ -141,6 +143,7 @@ type request struct {
 	size   int                 // PUT, PUTROOT
 	ids    []peerdrive.ShardID // HAS
 	leaves []int               // AUDIT
+	proofs byte                // AUDIT: proof version, audit.Version1 or Version2
 	claim  []byte              // CLAIM
 }
 
@@ -328,6 +331,9 @@ func encodeRequest(rq request) ([]byte, error) {
 		w.ID = rq.id[:]
 	case typeAudit:
 		w.ID, w.Leaves = rq.id[:], encodeLeaves(rq.leaves)
+		if rq.proofs != audit.Version1 {
+			w.Proofs = uint64(rq.proofs)
+		}
 	case typeRenew, typeClaim:
 		encodeLease(rq, &w)
 	}

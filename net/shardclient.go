@@ -288,7 +288,7 @@ func (c *call) upload(msg, body []byte) (wireReply, time.Duration, error) {
 // hash to id are never returned (ErrBadShard, and the peer's score drops).
 func (n *Node) GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, error) {
 	b, lat, err := n.getShard(ctx, p, id)
-	return b, n.finish(p, "get", id.Short(), err, lat)
+	return b, notExist(n.finish(p, "get", id.Short(), err, lat))
 }
 
 // GetShardInto is GetShard reading the shard into buf's backing array when
@@ -296,7 +296,7 @@ func (n *Node) GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([
 // bytes are undefined after an error.
 func (n *Node) GetShardInto(ctx context.Context, p peer.ID, id peerdrive.ShardID, buf []byte) ([]byte, error) {
 	b, lat, err := n.getShardInto(ctx, p, id, buf)
-	return b, n.finish(p, "get", id.Short(), err, lat)
+	return b, notExist(n.finish(p, "get", id.Short(), err, lat))
 }
 
 func (n *Node) getShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, time.Duration, error) {

@@ -66,7 +66,6 @@ func (r *Replica) HeldBy() map[peer.ID]int64 {
 // auditTarget is a shard chosen for an audit.
 type auditTarget struct {
 	id   peerdrive.ShardID
-	root [32]byte
 	size int64
 }
 
@@ -85,8 +84,7 @@ func (r *Replica) auditor() {
 	}
 }
 
-// auditRound audits one random shard (with a root) on each connected
-// holder.
+// auditRound audits one random shard on each connected holder.
 func (r *Replica) auditRound(ctx context.Context) {
 	connected := map[peer.ID]bool{}
 	for _, p := range r.net.StoragePeers() {
@@ -125,14 +123,12 @@ func (r *Replica) pickAudits(connected map[peer.ID]bool) (map[peer.ID]auditTarge
 			size := int64(rec.Params.ShardSize(int(rec.Size)))
 			for _, sh := range rec.Shards {
 				p := peer.ID(sh.Peer)
-				if !connected[p] || len(sh.Root) != 32 {
+				if !connected[p] {
 					continue
 				}
 				seen[p]++
 				if rand.IntN(seen[p]) == 0 {
-					tg := auditTarget{id: sh.ID, size: size}
-					copy(tg.root[:], sh.Root)
-					picks[p] = tg
+					picks[p] = auditTarget{id: sh.ID, size: size}
 				}
 			}
 			return true, nil
@@ -177,7 +173,21 @@ func (r *Replica) auditOne(ctx context.Context, p peer.ID, tg auditTarget) {
 	lying := false
 	switch {
 	case err == nil:
-		err = audit.Check(tg.root, tg.size, answers)
+		err = audit.CheckV2(tg.id, tg.size, answers)
+		if errors.Is(err, audit.ErrVersion) {
+			// A peer older than audit version 2 proves leaves against a
+			// root of its own tree, which the owner no longer keeps: it
+			// shows the whole shard instead (GetShard verifies it).
+			actx, cancel := context.WithTimeout(ctx, r.opts.ShardTimeout)
+			_, err = r.net.GetShard(actx, p, tg.id)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			j, judged := r.net.(peerJudge)
+			lying = errors.Is(err, fs.ErrNotExist) || (err != nil && judged && j.Distrusted(p))
+			break
+		}
 		lying = err != nil
 	case errors.Is(err, fs.ErrNotExist):
 		lying = true

@@ -92,8 +92,9 @@ func (o *RepairOptions) defaults() {
 type (
 	shardAuditor interface {
 		// AuditShard returns the given leaves of shard id with their
-		// proofs, unverified. A peer that does not hold the shard gives
-		// an error matching fs.ErrNotExist.
+		// proofs, unverified: version 2 proofs, whose root is the shard
+		// ID, or version 1 from a peer older than that. A peer that does
+		// not hold the shard gives an error matching fs.ErrNotExist.
 		AuditShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, leaves []int) ([]audit.Answer, error)
 	}
 	peerJudge interface {
@@ -481,15 +482,14 @@ func (r *Replica) repairSegment(ctx context.Context, t RepairTask) (int, error) 
 				r.log.Debug("repair: shard put failed", "segment", t.Seg, "shard", i, "peer", p, "err", err)
 				continue
 			}
-			root := audit.Root(enc.Shards[i])
-			placed[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p), Root: root[:]}
+			placed[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p)}
 			break
 		}
 	}
 	if len(placed) == 0 {
 		return 0, fmt.Errorf("segment %d: no peer outside the segment took a shard: %w", t.Seg, ErrNoPeers)
 	}
-	n, err := r.commitRepair(t.Seg, rec, placed, enc)
+	n, err := r.commitRepair(t.Seg, rec, placed)
 	if err != nil {
 		return 0, err
 	}
@@ -515,9 +515,8 @@ func (r *Replica) repairSegment(ctx context.Context, t RepairTask) (int, error) 
 
 // commitRepair rewrites segment num's record with the placed shards, in one
 // transaction, for the shards whose location is still the one the repair
-// started from; it records each replaced location for a later DELETE and
-// fills in the audit roots that older records lack.
-func (r *Replica) commitRepair(num uint64, old Segment, placed map[int]ShardLoc, enc *segment.Encoded) (int, error) {
+// started from; it records each replaced location for a later DELETE.
+func (r *Replica) commitRepair(num uint64, old Segment, placed map[int]ShardLoc) (int, error) {
 	n := 0
 	now := time.Now().Unix()
 	err := r.db.Update(0, func(tx *store.Txn) error {
@@ -543,12 +542,6 @@ func (r *Replica) commitRepair(num uint64, old Segment, placed map[int]ShardLoc,
 				return err
 			}
 			n++
-		}
-		for i := range cur.Shards {
-			if len(cur.Shards[i].Root) == 0 {
-				root := audit.Root(enc.Shards[i])
-				cur.Shards[i].Root = root[:]
-			}
 		}
 		b, err := peerdrive.Marshal(&cur)
 		if err != nil {

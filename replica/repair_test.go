@@ -1,10 +1,13 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -34,13 +37,18 @@ func (m *memNet) AuditShard(ctx context.Context, p peer.ID, id peerdrive.ShardID
 		b = append([]byte(nil), b...)
 		b[0] ^= 1
 	}
-	_, proofs, err := audit.ProveAll(b, leaves)
+	// A peer older than audit version 2 ignores the version asked for.
+	prove, v := audit.ProveAllV2, byte(audit.Version2)
+	if m.v1[p] {
+		prove, v = audit.ProveAll, audit.Version1
+	}
+	_, proofs, err := prove(b, leaves)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]audit.Answer, len(leaves))
 	for k, i := range leaves {
-		out[k] = audit.Answer{Index: i, Data: append([]byte(nil), audit.Leaf(b, i)...), Proof: proofs[k]}
+		out[k] = audit.Answer{Index: i, Data: append([]byte(nil), audit.Leaf(b, i)...), Proof: proofs[k], Version: v}
 	}
 	return out, nil
 }
@@ -383,39 +391,63 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// TestOldRecordsWithoutRoots: a segment record written before audits (no
-// key 3) decodes; its shards are not audited but are still repaired, and
-// the repair fills in their roots.
-func TestOldRecordsWithoutRoots(t *testing.T) {
+// oldShardLoc is a shard location as written before audit version 2, with
+// its version 1 audit root under key 3.
+type oldShardLoc struct {
+	ID   peerdrive.ShardID `cbor:"1,keyasint"`
+	Peer []byte            `cbor:"2,keyasint"`
+	Root []byte            `cbor:"3,keyasint,omitempty"`
+}
+
+// TestOldRecords: segment records written before audits (no key 3) and
+// with version 1 roots (key 3) decode; their shards are audited in version
+// 2, against their IDs, and pass; a repair rewrites them.
+func TestOldRecords(t *testing.T) {
 	net := newMemNet(8)
+	sink := &sinkRec{good: map[peer.ID]int{}, bad: map[peer.ID]int{}}
 	db, r := newRepairReplica(t, net, RepairOptions{
-		AuditInterval: -1, RepairInterval: time.Hour, RepairGrace: time.Millisecond, RepairBytesPerSec: 1 << 30,
+		AuditInterval: -1, RepairInterval: time.Hour, RepairGrace: time.Millisecond, RepairBytesPerSec: 1 << 30, Audit: sink,
 	})
 	chunks := putChunks(t, db, r, 4, 100<<10)
 	syncAll(t, r)
-	// Strip the roots, as an old record would be.
+	// Rewrite the record as an old one: shards 0-2 with a root, the
+	// others without.
 	var num uint64
 	err := db.Update(0, func(tx *store.Txn) error {
 		rec, err := getSegment(tx, num)
 		if err != nil {
 			return err
 		}
-		for i := range rec.Shards {
-			rec.Shards[i].Root = nil
+		old := struct {
+			Params segment.Params `cbor:"1,keyasint"`
+			Size   uint32         `cbor:"2,keyasint"`
+			Shards []oldShardLoc  `cbor:"3,keyasint"`
+			Chunks []ChunkLoc     `cbor:"4,keyasint"`
+			Time   int64          `cbor:"5,keyasint,omitempty"`
+		}{Params: rec.Params, Size: rec.Size, Chunks: rec.Chunks, Time: rec.Time}
+		for i, sh := range rec.Shards {
+			o := oldShardLoc{ID: sh.ID, Peer: sh.Peer}
+			if i < 3 {
+				o.Root = bytes.Repeat([]byte{byte(i + 1)}, 32)
+			}
+			old.Shards = append(old.Shards, o)
 		}
-		b, err := peerdrive.Marshal(&rec)
+		b, err := peerdrive.Marshal(&old)
 		if err != nil {
 			return err
+		}
+		var back Segment
+		if err := peerdrive.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, rec) {
+			return fmt.Errorf("old record decodes to %+v (%v), want %+v", back, err, rec)
 		}
 		return tx.Set(segKey(num), b)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	picks, err := r.pickAudits(map[peer.ID]bool{peer.ID("peer-00"): true, peer.ID("peer-01"): true, peer.ID("peer-02"): true,
-		peer.ID("peer-03"): true, peer.ID("peer-04"): true, peer.ID("peer-05"): true, peer.ID("peer-06"): true, peer.ID("peer-07"): true})
-	if err != nil || len(picks) != 0 {
-		t.Fatalf("audits picked %d shards without roots (%v)", len(picks), err)
+	r.auditRound(context.Background())
+	if st := r.AuditStats(); st.Passed != 6 || st.Failed != 0 {
+		t.Fatalf("audits of the old record's shards: %d passed, %d failed; want 6, 0", st.Passed, st.Failed)
 	}
 	gone := holders(t, r)[num][0]
 	net.setDown(true, gone)
@@ -425,9 +457,47 @@ func TestOldRecordsWithoutRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, sh := range rec.Shards {
-		if len(sh.Root) != 32 || peer.ID(sh.Peer) == gone {
-			t.Fatalf("shard %d after repair: peer %s, %d-byte root", i, peer.ID(sh.Peer), len(sh.Root))
+		if peer.ID(sh.Peer) == gone {
+			t.Fatalf("shard %d still on %s after repair", i, gone)
 		}
+	}
+	readAll(t, r, chunks)
+}
+
+// TestAuditOlderPeers: a peer older than audit version 2 answers with
+// version 1 proofs, which the owner cannot check (it keeps no version 1
+// root): it shows the whole shard instead. Holding it passes; a lost or
+// altered shard fails and is marked for repair.
+func TestAuditOlderPeers(t *testing.T) {
+	net := newMemNet(6)
+	sink := &sinkRec{good: map[peer.ID]int{}, bad: map[peer.ID]int{}}
+	db, r := newRepairReplica(t, net, RepairOptions{
+		AuditInterval: -1, RepairInterval: time.Hour, RepairGrace: time.Hour, RepairBytesPerSec: 1 << 30, Audit: sink,
+	})
+	putChunks(t, db, r, 4, 100<<10)
+	syncAll(t, r)
+	ps := slices.Sorted(maps.Keys(net.peers))
+	net.mu.Lock()
+	net.v1 = map[peer.ID]bool{ps[0]: true, ps[1]: true, ps[2]: true}
+	clear(net.peers[ps[1]]) // lost its shards
+	net.liar[ps[2]] = true  // alters what it serves
+	net.mu.Unlock()
+	r.auditRound(context.Background())
+	st := r.AuditStats()
+	for i, p := range ps {
+		wantFail := i == 1 || i == 2
+		if a := st.Peers[p]; (a.Failed == 1) != wantFail || a.Passed+a.Failed != 1 {
+			t.Errorf("peer %d (older: %v): %+v, want failed %v", i, net.v1[p], a, wantFail)
+		}
+	}
+	r.maint.mu.Lock()
+	marked := map[peer.ID]bool{}
+	for k := range r.maint.marked {
+		marked[k.peer] = true
+	}
+	r.maint.mu.Unlock()
+	if !marked[ps[1]] || !marked[ps[2]] || marked[ps[0]] {
+		t.Fatalf("marked for repair: %v; want the older peers that lost or altered their shard", marked)
 	}
 }
 

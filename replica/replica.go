@@ -28,7 +28,8 @@ type Network interface {
 	// RankPeers orders peers best first (healthy, not full, low latency).
 	RankPeers(ps []peer.ID) []peer.ID
 	PutShard(ctx context.Context, p peer.ID, id peerdrive.ShardID, data []byte) error
-	// GetShard returns the shard's bytes, verified against id.
+	// GetShard returns the shard's bytes, verified against id. A peer that
+	// does not hold the shard gives an error matching fs.ErrNotExist.
 	GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) ([]byte, error)
 }
 
@@ -54,11 +55,12 @@ type Location struct {
 	Len uint32 `cbor:"3,keyasint"`
 }
 
-// ShardLoc is one placed shard.
+// ShardLoc is one placed shard. Records written before audit version 2 may
+// hold key 3, a version 1 audit root: it is ignored (version 2 audits
+// against the ID, docs/audit.md §3).
 type ShardLoc struct {
 	ID   peerdrive.ShardID `cbor:"1,keyasint"`
-	Peer []byte            `cbor:"2,keyasint"`           // libp2p peer ID, binary form
-	Root []byte            `cbor:"3,keyasint,omitempty"` // audit root (docs/audit.md §3); absent in older records
+	Peer []byte            `cbor:"2,keyasint"` // libp2p peer ID, binary form
 }
 
 // ChunkLoc lists a chunk inside a segment.

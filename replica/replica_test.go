@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ type memNet struct {
 	peers map[peer.ID]map[peerdrive.ShardID][]byte
 	down  map[peer.ID]bool
 	liar  map[peer.ID]bool
+	v1    map[peer.ID]bool // older peers: version 1 audit proofs
 	puts  int
 	// audits and repair (repair_test.go)
 	distrusted map[peer.ID]bool
@@ -75,14 +77,19 @@ func (m *memNet) GetShard(ctx context.Context, p peer.ID, id peerdrive.ShardID) 
 	}
 	b, ok := m.peers[p][id]
 	if !ok {
-		return nil, errors.New("not found")
+		return nil, fmt.Errorf("shard %s: %w", id.Short(), fs.ErrNotExist)
 	}
 	b = append([]byte(nil), b...)
 	if m.liar[p] {
 		b[0] ^= 1
 	}
 	if peerdrive.ShardID(crypto.ContentID(b)) != id {
-		return nil, errors.New("bad shard") // the real client verifies too
+		// The real client verifies too, and distrusts the peer.
+		if m.distrusted == nil {
+			m.distrusted = map[peer.ID]bool{}
+		}
+		m.distrusted[p] = true
+		return nil, errors.New("bad shard")
 	}
 	return b, nil
 }

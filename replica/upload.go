@@ -12,7 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peerdrive/peerdrive"
-	"github.com/peerdrive/peerdrive/audit"
 	"github.com/peerdrive/peerdrive/segment"
 	"github.com/peerdrive/peerdrive/store"
 )
@@ -351,8 +350,7 @@ func (r *Replica) place(ctx context.Context, enc *segment.Encoded) ([]ShardLoc, 
 				err := r.net.PutShard(sctx, p, enc.IDs[i], enc.Shards[i])
 				cancel()
 				if err == nil {
-					root := audit.Root(enc.Shards[i]) // docs/audit.md §3
-					out[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p), Root: root[:]}
+					out[i] = ShardLoc{ID: enc.IDs[i], Peer: []byte(p)}
 					errs[i] = nil
 					return
 				}
