@@ -542,10 +542,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if len(newName) > maxName {
 		return syscall.ENAMETOOLONG
 	}
-	ctx = meta(ctx)
+	ctx2 := meta(ctx)
 	var tf uint32
-	if flags&^(gofs.RENAME_EXCHANGE|renameNoReplace) != 0 {
-		return syscall.EINVAL // RENAME_WHITEOUT is for overlayfs
+	if flags&^(gofs.RENAME_EXCHANGE|renameNoReplace|renameWhiteout) != 0 {
+		return syscall.EINVAL
 	}
 	if flags&renameNoReplace != 0 {
 		tf |= tree.RenameNoReplace
@@ -554,8 +554,23 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		tf |= tree.RenameExchange
 	}
 	p2 := newParent.EmbeddedInode()
+	dir2 := peerdrive.Ino(p2.StableAttr().Ino)
 	known := p2.GetChild(newName) != nil
-	replaced, rin, err := n.fsys.tree.Rename(ctx, n.ino(), name, peerdrive.Ino(p2.StableAttr().Ino), newName, tf)
+	var replaced peerdrive.Ino
+	var rin peerdrive.Inode
+	var err error
+	if flags&renameWhiteout != 0 {
+		// The kernel checked CAP_MKNOD and refuses it with EXCHANGE. The
+		// whiteout is made as mknod would make it (owner, set-group-ID
+		// directory, default ACL), mode 0.
+		wh, xs, werr := n.newInode(ctx2, syscall.S_IFCHR, 0)
+		if werr != nil {
+			return n.errno("rename", werr)
+		}
+		replaced, rin, _, err = n.fsys.tree.RenameWhiteout(ctx2, n.ino(), name, dir2, newName, tf, wh, xs...)
+	} else {
+		replaced, rin, err = n.fsys.tree.Rename(ctx2, n.ino(), name, dir2, newName, tf)
+	}
 	if err != nil {
 		return n.errno("rename", err)
 	}
@@ -565,7 +580,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	return 0
 }
 
-const renameNoReplace = 1 // RENAME_NOREPLACE
+// renameat2(2) flags go-fuse does not name.
+const (
+	renameNoReplace = 1 // RENAME_NOREPLACE
+	renameWhiteout  = 4 // RENAME_WHITEOUT
+)
 
 // handle is an open file. The node does the work; the handle only exists so
 // that every open is paired with a release, and says whether it may write.

@@ -711,6 +711,50 @@ var semCases = []semCase{
 		err = unix.Renameat2(unix.AT_FDCWD, d.path("b"), unix.AT_FDCWD, d.path("c"), unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE)
 		wantErrno(t, "NOREPLACE|EXCHANGE", err, unix.EINVAL)
 	}},
+	{name: "RenameWhiteout", fn: func(t *testing.T, d *testDrive) {
+		// renameat2(RENAME_WHITEOUT), as overlayfs uses it: the source
+		// name is left holding a whiteout, a character device 0:0.
+		must(t, os.Mkdir(d.path("d"), 0o755))
+		must(t, os.Mkdir(d.path("d/sub"), 0o755))
+		writeFile(t, d.path("a"), []byte("a"))
+		writeFile(t, d.path("b"), []byte("b"))
+		ino := lstat(t, d.path("a")).Ino
+		must(t, unix.Renameat2(unix.AT_FDCWD, d.path("a"), unix.AT_FDCWD, d.path("d/a"), unix.RENAME_WHITEOUT))
+		must(t, unix.Renameat2(unix.AT_FDCWD, d.path("d/sub"), unix.AT_FDCWD, d.path("sub"), unix.RENAME_WHITEOUT))
+		err := unix.Renameat2(unix.AT_FDCWD, d.path("b"), unix.AT_FDCWD, d.path("d/a"), unix.RENAME_WHITEOUT|unix.RENAME_NOREPLACE)
+		wantErrno(t, "WHITEOUT|NOREPLACE onto a file", err, unix.EEXIST)
+		err = unix.Renameat2(unix.AT_FDCWD, d.path("b"), unix.AT_FDCWD, d.path("d/a"), unix.RENAME_WHITEOUT|unix.RENAME_EXCHANGE)
+		wantErrno(t, "WHITEOUT|EXCHANGE", err, unix.EINVAL)
+		check := func(when string) {
+			t.Helper()
+			if st := lstat(t, d.path("d/a")); st.Ino != ino {
+				t.Fatalf("%s: d/a is inode %d, want the file %d", when, st.Ino, ino)
+			}
+			wantBytes(t, when, readFile(t, d.path("d/a")), []byte("a"))
+			for _, w := range []string{"a", "d/sub"} {
+				st := lstat(t, d.path(w))
+				if st.Mode != unix.S_IFCHR || st.Rdev != 0 || st.Nlink != 1 || st.Ino == ino {
+					t.Fatalf("%s: %s is mode %o rdev %d nlink %d, want a whiteout (%o, 0, 1)", when, w, st.Mode, st.Rdev, st.Nlink, unix.S_IFCHR)
+				}
+			}
+			if st := lstat(t, d.path("sub")); st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				t.Fatalf("%s: sub is mode %o, want the directory", when, st.Mode)
+			}
+			// d lost a subdirectory and gained a whiteout.
+			if n := lstat(t, d.path("d")).Nlink; n != 2 {
+				t.Fatalf("%s: d has nlink %d, want 2", when, n)
+			}
+			wantNames(t, d.mnt, "a", "b", "d", "sub")
+			wantNames(t, d.path("d"), "a", "sub")
+			wantBytes(t, when, readFile(t, d.path("b")), []byte("b"))
+		}
+		check("after rename")
+		d.remount()
+		check("after remount")
+		// A whiteout is an ordinary node: it goes with unlink.
+		must(t, unix.Unlink(d.path("a")))
+		wantNames(t, d.mnt, "b", "d", "sub")
+	}},
 	{name: "RenameExchange", fn: func(t *testing.T, d *testDrive) {
 		for _, p := range []string{"d1", "d2", "d2/dir", "d2/dir/sub"} {
 			must(t, os.Mkdir(d.path(p), 0o755))

@@ -302,15 +302,36 @@ func (t *Tree) Rmdir(ctx context.Context, dir peerdrive.Ino, name string) (peerd
 const (
 	RenameNoReplace = 1 << 0
 	RenameExchange  = 1 << 1
+	RenameWhiteout  = 1 << 2 // see RenameWhiteout
 )
 
 // Rename moves name1 in dir1 to name2 in dir2. If it replaced an entry, it
 // returns that inode and its new attributes (an orphan at zero links).
 func (t *Tree) Rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir2 peerdrive.Ino, name2 string, flags uint32) (replaced peerdrive.Ino, rin peerdrive.Inode, err error) {
-	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+	if flags&RenameWhiteout != 0 {
 		return 0, rin, ErrInvalid
 	}
-	err = t.update(ctx, 512, func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
+	replaced, rin, _, err = t.rename(ctx, dir1, name1, dir2, name2, flags, nil, nil)
+	return replaced, rin, err
+}
+
+// RenameWhiteout is Rename with RENAME_WHITEOUT (renameat2(2), as
+// overlayfs uses it): in the same transaction, name1 in dir1 becomes wh, a
+// whiteout (a character device 0:0; the caller fills in its owner and
+// mode), with the extended attributes xattrs. It returns the whiteout's
+// inode number too. flags may add RenameNoReplace, not RenameExchange.
+func (t *Tree) RenameWhiteout(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir2 peerdrive.Ino, name2 string, flags uint32, wh peerdrive.Inode, xattrs ...peerdrive.Xattr) (replaced peerdrive.Ino, rin peerdrive.Inode, whIno peerdrive.Ino, err error) {
+	if flags&RenameExchange != 0 || wh.Mode&syscall.S_IFMT != syscall.S_IFCHR || wh.Rdev != 0 {
+		return 0, rin, 0, ErrInvalid
+	}
+	return t.rename(ctx, dir1, name1, dir2, name2, flags&^RenameWhiteout, &wh, xattrs)
+}
+
+func (t *Tree) rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir2 peerdrive.Ino, name2 string, flags uint32, wh *peerdrive.Inode, whX []peerdrive.Xattr) (replaced peerdrive.Ino, rin peerdrive.Inode, whIno peerdrive.Ino, err error) {
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return 0, rin, 0, ErrInvalid
+	}
+	err = t.update(ctx, 1024+xattrBytes(whX), func(tx *store.Txn, touched map[peerdrive.Ino]bool) error {
 		var src, dst peerdrive.Dirent
 		if err := t.lookup(tx, dir1, name1, &src); err != nil {
 			return err
@@ -401,12 +422,25 @@ func (t *Tree) Rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir
 		}
 		s.Ctime = now
 		p1.Mtime, p1.Ctime, p2.Mtime, p2.Ctime = now, now, now, now
+		if wh != nil {
+			w := *wh
+			w.Atime, w.Mtime, w.Ctime, w.Btime = now, now, now, now
+			w.Nlink = 1
+			whIno = t.allocIno()
+			t.cache[whIno] = &entry{ino: w, noXattrs: len(whX) == 0, noChunks: true}
+			touched[whIno] = true
+			t.stats.Inodes++
+			if err := t.putXattrs(tx, whIno, whX); err != nil {
+				return err
+			}
+			return t.putDirent(tx, dir1, peerdrive.Dirent{Name: name1, Ino: whIno, Mode: syscall.S_IFCHR})
+		}
 		return nil
 	})
 	if err != nil {
-		return 0, peerdrive.Inode{}, err
+		return 0, peerdrive.Inode{}, 0, err
 	}
-	return replaced, rin, nil
+	return replaced, rin, whIno, nil
 }
 
 // Orphans lists inodes with no links left, for purging after a crash.
