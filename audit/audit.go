@@ -189,6 +189,30 @@ func ProveAll(data []byte, leaves []int) ([32]byte, []Proof, error) {
 // bytes whose audit root is root, with proof. It returns nil or an error
 // wrapping ErrMismatch.
 func Verify(root [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) error {
+	if err := checkLeaf(size, leaf, leafBytes); err != nil {
+		return err
+	}
+	h := newHasher()
+	cur := leafHash(h, leafBytes)
+	err := walk(size, leaf, proof, func(s *[32]byte, left bool) {
+		if left {
+			cur = nodeHash(h, &cur, s)
+		} else {
+			cur = nodeHash(h, s, &cur)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if rootHash(size, &cur) != root {
+		return fmt.Errorf("leaf %d: %w", leaf, ErrMismatch)
+	}
+	return nil
+}
+
+// checkLeaf checks that leaf is a leaf of a shard of size bytes and that
+// leafBytes is as long as that leaf (both versions).
+func checkLeaf(size int64, leaf int, leafBytes []byte) error {
 	n := Leaves(size)
 	if size < 0 || leaf < 0 || int64(leaf) >= n {
 		return fmt.Errorf("leaf %d of %d: %w", leaf, n, ErrMismatch)
@@ -200,30 +224,29 @@ func Verify(root [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) 
 	if int64(len(leafBytes)) != want {
 		return fmt.Errorf("leaf %d is %d bytes, want %d: %w", leaf, len(leafBytes), want, ErrMismatch)
 	}
-	h := newHasher()
-	cur := leafHash(h, leafBytes)
-	i, count, used := int64(leaf), n, 0
+	return nil
+}
+
+// walk goes up the path of leaf in the tree of a shard of size bytes (the
+// same shape in both versions) and calls up with each sibling of proof, in
+// order, and whether the path's node is the left child. The levels where
+// the path's node is an odd last node have no sibling. Every sibling must
+// be used exactly once.
+func walk(size int64, leaf int, proof Proof, up func(s *[32]byte, left bool)) error {
+	i, count, used := int64(leaf), Leaves(size), 0
 	for count > 1 {
 		if !(i == count-1 && count%2 == 1) {
 			if used >= len(proof) {
 				return fmt.Errorf("proof of leaf %d too short: %w", leaf, ErrMismatch)
 			}
-			s := proof[used]
+			up(&proof[used], i%2 == 0)
 			used++
-			if i%2 == 0 {
-				cur = nodeHash(h, &cur, &s)
-			} else {
-				cur = nodeHash(h, &s, &cur)
-			}
 		}
 		i /= 2
 		count = (count + 1) / 2
 	}
 	if used != len(proof) {
 		return fmt.Errorf("proof of leaf %d has %d siblings, want %d: %w", leaf, len(proof), used, ErrMismatch)
-	}
-	if rootHash(size, &cur) != root {
-		return fmt.Errorf("leaf %d: %w", leaf, ErrMismatch)
 	}
 	return nil
 }

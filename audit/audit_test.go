@@ -140,17 +140,10 @@ type golden struct {
 	Proofs map[string]string `json:"proofs"` // leaf index -> encoded proof, hex
 }
 
-// TestGolden pins version 1 of the tree (docs/audit.md §1).
-func TestGolden(t *testing.T) {
-	path := filepath.Join("testdata", "golden-v1.json")
-	data := pattern(size5)
-	root := Root(data)
-	g := golden{Size: size5, Root: hex.EncodeToString(root[:]), Proofs: map[string]string{}}
-	for _, i := range []int{0, 4} {
-		p, _ := Prove(data, i)
-		b, _ := p.MarshalBinary()
-		g.Proofs[string(rune('0'+i))] = hex.EncodeToString(b)
-	}
+// syncGolden rewrites the fixture at path with g under -update, and
+// returns the fixture.
+func syncGolden(t *testing.T, path string, g golden) golden {
+	t.Helper()
 	if *update {
 		b, _ := json.MarshalIndent(g, "", "  ")
 		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
@@ -165,6 +158,21 @@ func TestGolden(t *testing.T) {
 	if err := json.Unmarshal(b, &want); err != nil {
 		t.Fatal(err)
 	}
+	return want
+}
+
+// TestGolden pins version 1 of the tree (docs/audit.md §1).
+func TestGolden(t *testing.T) {
+	path := filepath.Join("testdata", "golden-v1.json")
+	data := pattern(size5)
+	root := Root(data)
+	g := golden{Size: size5, Root: hex.EncodeToString(root[:]), Proofs: map[string]string{}}
+	for _, i := range []int{0, 4} {
+		p, _ := Prove(data, i)
+		b, _ := p.MarshalBinary()
+		g.Proofs[string(rune('0'+i))] = hex.EncodeToString(b)
+	}
+	want := syncGolden(t, path, g)
 	if want.Root != g.Root || want.Size != g.Size {
 		t.Fatalf("root %s, golden %s", g.Root, want.Root)
 	}

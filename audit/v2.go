@@ -112,39 +112,21 @@ func ProveAllV2(data []byte, leaves []int) ([32]byte, []Proof, error) {
 // bytes whose ID (BLAKE3-256) is id, with a version 2 proof. It returns nil
 // or an error wrapping ErrMismatch.
 func VerifyV2(id [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) error {
-	n := Leaves(size)
-	if size < 0 || leaf < 0 || int64(leaf) >= n {
-		return fmt.Errorf("leaf %d of %d: %w", leaf, n, ErrMismatch)
-	}
-	want := int64(LeafSize)
-	if int64(leaf) == n-1 {
-		want = size - int64(leaf)*LeafSize
-	}
-	if int64(len(leafBytes)) != want {
-		return fmt.Errorf("leaf %d is %d bytes, want %d: %w", leaf, len(leafBytes), want, ErrMismatch)
+	if err := checkLeaf(size, leaf, leafBytes); err != nil {
+		return err
 	}
 	var buf groupBuf
 	node := leafNode(&buf, leaf, leafBytes)
-	i, count, used := int64(leaf), n, 0
-	for count > 1 {
-		if !(i == count-1 && count%2 == 1) {
-			if used >= len(proof) {
-				return fmt.Errorf("proof of leaf %d too short: %w", leaf, ErrMismatch)
-			}
-			s := cvWords(&proof[used])
-			used++
-			cur := guts.ChainingValue(node)
-			if i%2 == 0 {
-				node = parentNode(&cur, &s)
-			} else {
-				node = parentNode(&s, &cur)
-			}
+	err := walk(size, leaf, proof, func(sb *[32]byte, left bool) {
+		s, cur := cvWords(sb), guts.ChainingValue(node)
+		if left {
+			node = parentNode(&cur, &s)
+		} else {
+			node = parentNode(&s, &cur)
 		}
-		i /= 2
-		count = (count + 1) / 2
-	}
-	if used != len(proof) {
-		return fmt.Errorf("proof of leaf %d has %d siblings, want %d: %w", leaf, len(proof), used, ErrMismatch)
+	})
+	if err != nil {
+		return err
 	}
 	if rootOf(node) != id {
 		return fmt.Errorf("leaf %d: %w", leaf, ErrMismatch)

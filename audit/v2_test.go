@@ -3,9 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -107,20 +105,7 @@ func TestGoldenV2(t *testing.T) {
 		b, _ := proofs[k].AppendVersion(nil, Version2)
 		g.Proofs[string(rune('0'+i))] = hex.EncodeToString(b)
 	}
-	if *update {
-		b, _ := json.MarshalIndent(g, "", "  ")
-		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want golden
-	if err := json.Unmarshal(b, &want); err != nil {
-		t.Fatal(err)
-	}
+	want := syncGolden(t, path, g)
 	if id := blake3.Sum256(data); want.Root != hex.EncodeToString(id[:]) || want.Size != g.Size {
 		t.Fatalf("golden root %s is not the shard's BLAKE3 %x", want.Root, id)
 	}

@@ -117,16 +117,23 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 			p.Nlink++
 		}
 		p.Mtime, p.Ctime = now, now
-		ino = t.allocIno()
-		t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0, noChunks: true}
-		touched[ino] = true
-		t.stats.Inodes++
-		if err := t.putXattrs(tx, ino, xattrs); err != nil {
-			return err
-		}
-		return t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: in.Mode & syscall.S_IFMT})
+		ino, err = t.newEntry(tx, touched, dir, name, in, xattrs)
+		return err
 	})
 	return ino, in, err
+}
+
+// newEntry gives in, a new inode with its times and link count set, a
+// number and the name name in dir, with the extended attributes xattrs.
+func (t *Tree) newEntry(tx *store.Txn, touched map[peerdrive.Ino]bool, dir peerdrive.Ino, name string, in peerdrive.Inode, xattrs []peerdrive.Xattr) (peerdrive.Ino, error) {
+	ino := t.allocIno()
+	t.cache[ino] = &entry{ino: in, noXattrs: len(xattrs) == 0, noChunks: true}
+	touched[ino] = true
+	t.stats.Inodes++
+	if err := t.putXattrs(tx, ino, xattrs); err != nil {
+		return ino, err
+	}
+	return ino, t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: in.Mode & syscall.S_IFMT})
 }
 
 func xattrBytes(xs []peerdrive.Xattr) int64 {
@@ -426,14 +433,8 @@ func (t *Tree) rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir
 			w := *wh
 			w.Atime, w.Mtime, w.Ctime, w.Btime = now, now, now, now
 			w.Nlink = 1
-			whIno = t.allocIno()
-			t.cache[whIno] = &entry{ino: w, noXattrs: len(whX) == 0, noChunks: true}
-			touched[whIno] = true
-			t.stats.Inodes++
-			if err := t.putXattrs(tx, whIno, whX); err != nil {
-				return err
-			}
-			return t.putDirent(tx, dir1, peerdrive.Dirent{Name: name1, Ino: whIno, Mode: syscall.S_IFCHR})
+			whIno, err = t.newEntry(tx, touched, dir1, name1, w, whX)
+			return err
 		}
 		return nil
 	})
