@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -65,7 +66,7 @@ var (
 // [DeriveKeys] and share it; do not copy it.
 type Keys struct {
 	chunk      cipher.AEAD // envelope version 1
-	chunk2     cipher.AEAD // envelope version 2
+	chunk2     *xaes       // envelope version 2
 	chunkWrite byte        // the envelope version SealChunk writes
 	record     cipher.AEAD
 	dedup      hasherPool
@@ -163,6 +164,44 @@ func (k *Keys) OpenChunk(dst, sealed []byte) ([]byte, error) {
 		return nil, fmt.Errorf("crypto: open chunk: %w", err)
 	}
 	return out, nil
+}
+
+// ChunkHeaderSize is the length of a chunk envelope's header, its version
+// byte and nonce: the ciphertext follows, as long as the plaintext, then
+// the tag.
+const ChunkHeaderSize = headerSize
+
+// ErrNoRange: the envelope's version has no partial decryption.
+var ErrNoRange = errors.New("crypto: envelope version has no partial decryption")
+
+// maxRangeEnd bounds the plaintext offsets DecryptChunkRange decrypts, far
+// above any chunk: where GCM's 32-bit block counter would wrap.
+const maxRangeEnd = (1<<32 - 3) * 16
+
+// PartialOpen reports whether DecryptChunkRange decrypts parts of the
+// envelope whose header is header (version 2, XAES-256-GCM).
+func PartialOpen(header []byte) bool {
+	return len(header) >= headerSize && header[0] == envelopeV2
+}
+
+// DecryptChunkRange appends to dst the plaintext of ct: ciphertext bytes of
+// the chunk envelope whose header (its first ChunkHeaderSize bytes) is
+// header, from plaintext offset off on (envelope offset ChunkHeaderSize+off).
+//
+// It does not authenticate them. Call it only for an envelope opened whole
+// with OpenChunk before, whose bytes the caller knows to be the same (its
+// header and length compared): partial reads of a verified chunk, without
+// the cost of the whole chunk each time. Version 2 envelopes only
+// (PartialOpen): AES-CTR under the envelope's key, as GCM encrypted it;
+// ErrNoRange for others. dst must not overlap ct.
+func (k *Keys) DecryptChunkRange(dst, header, ct []byte, off int64) ([]byte, error) {
+	if len(header) != headerSize || off < 0 || off+int64(len(ct)) > maxRangeEnd {
+		return nil, fmt.Errorf("crypto: chunk range of %d bytes at %d, %d-byte header: %w", len(ct), off, len(header), ErrCorrupt)
+	}
+	if !PartialOpen(header) {
+		return nil, ErrNoRange
+	}
+	return k.chunk2.ctrRange(dst, header[1:], ct, off), nil
 }
 
 // SealRecord encrypts and authenticates plain as a version 1 record envelope

@@ -4,7 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
+	"slices"
 )
 
 // xaesNonceSize is the nonce size of XAES-256-GCM.
@@ -40,8 +42,8 @@ func newXAES(key [KeySize]byte) *xaes {
 func (x *xaes) NonceSize() int { return xaesNonceSize }
 func (x *xaes) Overhead() int  { return 16 }
 
-// gcm returns AES-256-GCM under the key derived from nonce[:12].
-func (x *xaes) gcm(nonce []byte) cipher.AEAD {
+// derive returns AES-256 under the key derived from nonce[:12].
+func (x *xaes) derive(nonce []byte) cipher.Block {
 	var m, k [2 * aes.BlockSize]byte
 	m[1], m[2] = 1, 'X'
 	copy(m[4:16], nonce[:12])
@@ -55,11 +57,36 @@ func (x *xaes) gcm(nonce []byte) cipher.AEAD {
 	if err != nil {
 		panic("crypto: aes: " + err.Error())
 	}
-	g, err := cipher.NewGCM(b)
+	return b
+}
+
+// gcm returns AES-256-GCM under the key derived from nonce[:12].
+func (x *xaes) gcm(nonce []byte) cipher.AEAD {
+	g, err := cipher.NewGCM(x.derive(nonce))
 	if err != nil {
 		panic("crypto: gcm: " + err.Error())
 	}
 	return g
+}
+
+// ctrRange appends to dst ct XORed with the keystream GCM encrypted it
+// with, from plaintext offset off on: AES-CTR under the derived key from
+// the counter block nonce[12:] || 2+off/16 (GCM's first payload block is
+// counter 2), skipping off%16 bytes. It authenticates nothing. GCM
+// increments only the counter's last 32 bits, CTR all 128: they agree
+// while 2+(off+len(ct))/16 < 2^32, which the caller checks.
+func (x *xaes) ctrRange(dst, nonce, ct []byte, off int64) []byte {
+	var iv [aes.BlockSize]byte
+	copy(iv[:12], nonce[12:])
+	binary.BigEndian.PutUint32(iv[12:], uint32(2+off/aes.BlockSize))
+	s := cipher.NewCTR(x.derive(nonce), iv[:])
+	if skip := off % aes.BlockSize; skip > 0 {
+		var pad [aes.BlockSize]byte
+		s.XORKeyStream(pad[:skip], pad[:skip])
+	}
+	out := slices.Grow(dst, len(ct))[:len(dst)+len(ct)]
+	s.XORKeyStream(out[len(dst):], ct)
+	return out
 }
 
 var errXAESNonce = errors.New("crypto: XAES-256-GCM nonce is not 24 bytes")

@@ -592,6 +592,22 @@ func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
 	return t.db.packs.readFrom(dst, loc, t.db.packs.file)
 }
 
+// ReadChunkAt appends bytes [off, off+n) of the sealed bytes of chunk id
+// to dst and returns the extended slice with the sealed bytes' whole
+// length, or ErrNotFound. A range past the end is ErrCorrupt.
+func (t *Txn) ReadChunkAt(dst []byte, id peerdrive.ChunkID, off, n int64) ([]byte, int64, error) {
+	loc, err := t.blobLoc(chunkKey(id))
+	if err != nil {
+		return dst, 0, err
+	}
+	if off < 0 || n < 0 || off+n > int64(loc.len) {
+		return dst, int64(loc.len), fmt.Errorf("chunk %s: bytes [%d, %d) of %d: %w", id.Short(), off, off+n, loc.len, ErrCorrupt)
+	}
+	part := chunkLoc{pack: loc.pack, off: loc.off + uint64(off), len: uint32(n)}
+	b, err := t.db.packs.readFrom(dst, part, t.db.packs.file)
+	return b, int64(loc.len), err
+}
+
 // HasChunk reports whether chunk id is stored.
 func (t *Txn) HasChunk(id peerdrive.ChunkID) (bool, error) { return t.Has(chunkKey(id)) }
 

@@ -94,6 +94,38 @@ func TestSyncSharedConcurrent(t *testing.T) {
 	}
 }
 
+// TestReadChunkAt: parts of a stored chunk, with its whole length; a range
+// past its end is ErrCorrupt, a missing chunk ErrNotFound.
+func TestReadChunkAt(t *testing.T) {
+	db := openTemp(t)
+	a := []byte("0123456789abcdef")
+	var ida, missing peerdrive.ChunkID
+	ida[0], missing[0] = 1, 3
+	if err := db.Update(0, func(tx *store.Txn) error { return tx.PutChunk(ida, a) }); err != nil {
+		t.Fatal(err)
+	}
+	err := db.View(func(tx *store.Txn) error {
+		for _, c := range []struct{ off, n int64 }{{0, 16}, {0, 0}, {3, 5}, {15, 1}, {16, 0}} {
+			got, size, err := tx.ReadChunkAt([]byte("x"), ida, c.off, c.n)
+			if err != nil || size != 16 || string(got) != "x"+string(a[c.off:c.off+c.n]) {
+				t.Errorf("[%d, +%d): %q, size %d, %v", c.off, c.n, got, size, err)
+			}
+		}
+		for _, c := range []struct{ off, n int64 }{{0, 17}, {16, 1}, {-1, 2}, {2, -1}} {
+			if _, _, err := tx.ReadChunkAt(nil, ida, c.off, c.n); !errors.Is(err, store.ErrCorrupt) {
+				t.Errorf("[%d, +%d): %v, want ErrCorrupt", c.off, c.n, err)
+			}
+		}
+		if _, _, err := tx.ReadChunkAt(nil, missing, 0, 1); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("missing chunk: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestAppendChunk: a chunk read onto the end of a buffer, into its spare
 // capacity or beyond it; a missing chunk leaves the buffer as it was.
 func TestAppendChunk(t *testing.T) {
