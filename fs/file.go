@@ -839,13 +839,9 @@ func (f *FS) read(ctx context.Context, ino peerdrive.Ino, dest []byte, off int64
 		if !ok {
 			clear(out)
 		} else {
-			plain, err := f.tree.ReadChunk(ctx, ref)
+			c, err := f.tree.ReadChunkAt(ctx, ref, o, out)
 			if err != nil {
 				return 0, err
-			}
-			c := 0
-			if o < len(plain) {
-				c = copy(out, plain[o:])
 			}
 			clear(out[c:])
 		}

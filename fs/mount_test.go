@@ -218,6 +218,9 @@ type testDrive struct {
 	key     crypto.DriveKey
 	opts    Options
 	logs    *logRecorder
+	// chunkCache, if set, bounds the tree's decrypted chunks (from the
+	// next start or remount).
+	chunkCache int
 
 	db   *store.DB
 	tree *tree.Tree
@@ -265,7 +268,7 @@ func (d *testDrive) start() {
 		t.Fatalf("open store: %v", err)
 	}
 	d.tree, err = tree.Open(ctx, d.db, crypto.DeriveKeys(d.key), tree.Options{
-		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: d.opts.Log})
+		RootUID: uint32(os.Getuid()), RootGID: uint32(os.Getgid()), Log: d.opts.Log, ChunkCacheBytes: d.chunkCache})
 	if err != nil {
 		d.db.Close()
 		d.db = nil

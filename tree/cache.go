@@ -20,7 +20,21 @@ type chunkCache struct {
 	order *list.List // front: most recent
 	m     map[peerdrive.ChunkID]*list.Element
 	loads map[peerdrive.ChunkID]*chunkLoad // loads in flight
+	// opened are local chunk envelopes opened whole (hashed to their ID
+	// and authenticated) since the start: a small read of one out of the
+	// cache decrypts only its part (Tree.ReadChunkAt). At most maxOpened.
+	opened map[peerdrive.ChunkID]openedEnv
 }
+
+// openedEnv is what a partial read compares of an envelope opened whole
+// before: its header and its length.
+type openedEnv struct {
+	header [crypto.ChunkHeaderSize]byte
+	size   int64
+}
+
+// maxOpened bounds chunkCache.opened: some 4 MiB for 64 GiB of chunks.
+const maxOpened = 1 << 16
 
 // chunkLoad is a chunk being read and decrypted; data and err are set
 // before done is closed.
@@ -36,7 +50,8 @@ type cached struct {
 }
 
 func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}, loads: map[peerdrive.ChunkID]*chunkLoad{}}
+	return &chunkCache{max: max, order: list.New(), m: map[peerdrive.ChunkID]*list.Element{}, loads: map[peerdrive.ChunkID]*chunkLoad{},
+		opened: map[peerdrive.ChunkID]openedEnv{}}
 }
 
 // loading returns the load in flight of id; first is true if there was
@@ -88,9 +103,43 @@ func (c *chunkCache) put(id peerdrive.ChunkID, data []byte) {
 	}
 }
 
+// noteOpened records that the local envelope env of id opened whole.
+func (c *chunkCache) noteOpened(id peerdrive.ChunkID, env []byte) {
+	if len(env) < crypto.ChunkHeaderSize || !crypto.PartialOpen(env) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.opened) >= maxOpened {
+		for k := range c.opened { // any one
+			delete(c.opened, k)
+			break
+		}
+	}
+	o := openedEnv{size: int64(len(env))}
+	copy(o.header[:], env)
+	c.opened[id] = o
+}
+
+// openedEnv returns what was recorded of id's envelope.
+func (c *chunkCache) openedEnv(id peerdrive.ChunkID) (openedEnv, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.opened[id]
+	return o, ok
+}
+
+// forgetOpened drops what was recorded of id's envelope.
+func (c *chunkCache) forgetOpened(id peerdrive.ChunkID) {
+	c.mu.Lock()
+	delete(c.opened, id)
+	c.mu.Unlock()
+}
+
 func (c *chunkCache) drop(id peerdrive.ChunkID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.opened, id)
 	if e, ok := c.m[id]; ok {
 		c.order.Remove(e)
 		delete(c.m, id)

@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
 	"github.com/peerdrive/peerdrive/store"
 )
 
@@ -204,6 +206,10 @@ func (t *Tree) commitOne(tx *store.Txn, ino peerdrive.Ino, c Sealed) (int64, err
 		if err := tx.PutChunk(id, c.Sealed); err != nil {
 			return 0, err
 		}
+		// Sealed here: the envelope needs no check before a partial read.
+		// (Should the transaction fail, a partial read finds no such
+		// envelope and reads the chunk whole.)
+		t.chunks.noteOpened(id, c.Sealed)
 		info = peerdrive.ChunkInfo{Refs: 1, Dedup: c.Dedup, Len: c.Len, Sealed: uint32(len(c.Sealed))}
 		if err := t.putRecord(tx, idKey(tagInfo, id), &info); err != nil {
 			return 0, err
@@ -474,6 +480,65 @@ func (t *Tree) ReadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 	return l.data, l.err
 }
 
+// partialMax is the largest read ReadChunkAt serves by decrypting only
+// its part of a chunk: larger ones (sequential readers) take the whole
+// chunk into the cache.
+const partialMax = 128 << 10
+
+// ReadChunkAt copies the plaintext of ref from offset off on into out, as
+// much as there is, and returns the bytes copied. A small read of a chunk
+// out of the cache whose local envelope was opened whole before (hashed to
+// its ID and authenticated) decrypts only its part: the envelope's header
+// and length are compared with those opened, and its bytes are taken to be
+// the same, as the kernel's page cache of a plain file takes the disk's
+// (docs/format.md §3). A random reader of a large file, which misses the
+// cache, pays for the bytes it reads instead of a whole chunk each time.
+func (t *Tree) ReadChunkAt(ctx context.Context, ref peerdrive.ChunkRef, off int, out []byte) (int, error) {
+	if off < 0 || off >= int(ref.Len) {
+		return 0, nil
+	}
+	if b, ok := t.chunks.get(ref.ID); ok {
+		return copy(out, b[off:]), nil
+	}
+	n := min(len(out), int(ref.Len)-off)
+	if n <= partialMax {
+		if o, ok := t.chunks.openedEnv(ref.ID); ok {
+			if err := t.readPart(ref.ID, o, off, out[:n]); err == nil {
+				return n, nil
+			}
+			t.chunks.forgetOpened(ref.ID) // the whole chunk is checked again below
+		}
+	}
+	plain, err := t.ReadChunk(ctx, ref)
+	if err != nil {
+		return 0, err
+	}
+	return copy(out, plain[off:]), nil
+}
+
+// readPart decrypts plaintext bytes [off, off+len(out)) of chunk id, whose
+// envelope o was opened whole before, into out.
+func (t *Tree) readPart(id peerdrive.ChunkID, o openedEnv, off int, out []byte) error {
+	b := sealedBufs.Get().(*[]byte)
+	defer putSealed(b)
+	err := t.db.View(func(tx *store.Txn) error {
+		h, size, err := tx.ReadChunkAt((*b)[:0], id, 0, crypto.ChunkHeaderSize)
+		if err != nil {
+			return err
+		}
+		if size != o.size || !bytes.Equal(h, o.header[:]) {
+			return fmt.Errorf("chunk %s: envelope changed since it was opened: %w", id.Short(), ErrCorrupt)
+		}
+		*b, _, err = tx.ReadChunkAt(h[:0], id, int64(crypto.ChunkHeaderSize+off), int64(len(out)))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, err = t.keys.DecryptChunkRange(out[:0], o.header[:], *b, int64(off))
+	return err
+}
+
 // sealedBufs holds buffers for sealed chunks read from the local store:
 // they live only until decrypted, and a fresh megabyte per read cost its
 // zeroing (a tenth of the daemon's CPU under random reads of a file open
@@ -511,10 +576,12 @@ func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 	sealed, err := t.readSealed(ref.ID)
 	defer putSealed(sealed)
 	verified := false // the bytes are known to hash to ref.ID
+	local := false
 	var env []byte
 	switch {
 	case err == nil:
 		env = *sealed
+		local = true
 		if t.remote != nil {
 			t.remote.Accessed(ref.ID)
 		}
@@ -536,6 +603,14 @@ func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 	default:
 		return nil, err
 	}
+	if local && !verified {
+		// An envelope opened whole before (or sealed here) in this run
+		// is not hashed again: its header and length say it is the same
+		// one, and the AEAD still authenticates all of it.
+		if o, ok := t.chunks.openedEnv(ref.ID); ok && o.size == int64(len(env)) && bytes.Equal(env[:crypto.ChunkHeaderSize], o.header[:]) {
+			verified = true
+		}
+	}
 	if !verified && peerdrive.ChunkID(contentID(env)) != ref.ID {
 		return nil, fmt.Errorf("chunk %s: hash mismatch: %w", ref.ID.Short(), ErrCorrupt)
 	}
@@ -547,5 +622,8 @@ func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 		return nil, fmt.Errorf("chunk %s: %d bytes, map says %d: %w", ref.ID.Short(), len(plain), ref.Len, ErrCorrupt)
 	}
 	t.chunks.put(ref.ID, plain)
+	if local {
+		t.chunks.noteOpened(ref.ID, env)
+	}
 	return plain, nil
 }
