@@ -592,6 +592,18 @@ func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
 	return t.db.packs.readFrom(dst, loc, t.db.packs.file)
 }
 
+// Loc is where a chunk's sealed bytes lie; comparable.
+type Loc struct{ l chunkLoc }
+
+// ChunkLoc returns where chunk id's sealed bytes lie, or ErrNotFound. A
+// reader of part of a chunk (ReadChunkAt) asks again after reading: a
+// chunk deleted meanwhile may have had its bytes freed under the read,
+// which a whole read would catch by its hash and a partial one cannot.
+func (t *Txn) ChunkLoc(id peerdrive.ChunkID) (Loc, error) {
+	loc, err := t.blobLoc(chunkKey(id))
+	return Loc{loc}, err
+}
+
 // ReadChunkAt appends bytes [off, off+n) of the sealed bytes of chunk id
 // to dst and returns the extended slice with the sealed bytes' whole
 // length, or ErrNotFound. A range past the end is ErrCorrupt.

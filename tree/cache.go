@@ -33,7 +33,7 @@ type openedEnv struct {
 	size   int64
 }
 
-// maxOpened bounds chunkCache.opened: some 4 MiB for 64 GiB of chunks.
+// maxOpened bounds chunkCache.opened: under 8 MiB for 64 GiB of chunks.
 const maxOpened = 1 << 16
 
 // chunkLoad is a chunk being read and decrypted; data and err are set

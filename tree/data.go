@@ -497,7 +497,7 @@ func (t *Tree) ReadChunkAt(ctx context.Context, ref peerdrive.ChunkRef, off int,
 	if off < 0 || off >= int(ref.Len) {
 		return 0, nil
 	}
-	if b, ok := t.chunks.get(ref.ID); ok {
+	if b, ok := t.chunks.get(ref.ID); ok && off < len(b) {
 		return copy(out, b[off:]), nil
 	}
 	n := min(len(out), int(ref.Len)-off)
@@ -510,7 +510,7 @@ func (t *Tree) ReadChunkAt(ctx context.Context, ref peerdrive.ChunkRef, off int,
 		}
 	}
 	plain, err := t.ReadChunk(ctx, ref)
-	if err != nil {
+	if err != nil || off >= len(plain) {
 		return 0, err
 	}
 	return copy(out, plain[off:]), nil
@@ -521,7 +521,12 @@ func (t *Tree) ReadChunkAt(ctx context.Context, ref peerdrive.ChunkRef, off int,
 func (t *Tree) readPart(id peerdrive.ChunkID, o openedEnv, off int, out []byte) error {
 	b := sealedBufs.Get().(*[]byte)
 	defer putSealed(b)
+	var loc store.Loc
 	err := t.db.View(func(tx *store.Txn) error {
+		var err error
+		if loc, err = tx.ChunkLoc(id); err != nil {
+			return err
+		}
 		h, size, err := tx.ReadChunkAt((*b)[:0], id, 0, crypto.ChunkHeaderSize)
 		if err != nil {
 			return err
@@ -530,6 +535,19 @@ func (t *Tree) readPart(id peerdrive.ChunkID, o openedEnv, off int, out []byte) 
 			return fmt.Errorf("chunk %s: envelope changed since it was opened: %w", id.Short(), ErrCorrupt)
 		}
 		*b, _, err = tx.ReadChunkAt(h[:0], id, int64(crypto.ChunkHeaderSize+off), int64(len(out)))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// Still there? A chunk deleted while it was read may have had its
+	// bytes freed (zeros) under the read; its deletion commits before
+	// that, so a lookup after the read sees it.
+	err = t.db.View(func(tx *store.Txn) error {
+		now, err := tx.ChunkLoc(id)
+		if err == nil && now != loc {
+			err = fmt.Errorf("chunk %s moved while read: %w", id.Short(), ErrCorrupt)
+		}
 		return err
 	})
 	if err != nil {

@@ -73,6 +73,7 @@ func TestReadChunkAt(t *testing.T) {
 	}
 	// Another envelope of the same plaintext (another nonce, the same
 	// length) under the chunk's ID: not the one opened.
+	orig := mustEnvelope(t, tr, ref.ID)
 	other := tr.keys.SealChunk(nil, plain)
 	if err := tr.db.Update(int64(len(other)), func(tx *store.Txn) error {
 		if err := tx.DeleteChunk(ref.ID); err != nil {
@@ -88,6 +89,27 @@ func TestReadChunkAt(t *testing.T) {
 	}
 	if _, ok := tr.chunks.openedEnv(ref.ID); ok {
 		t.Fatal("the replaced envelope is still taken for the one opened")
+	}
+	// A chunk gone from the store (deleted under a reader) is an error,
+	// not bytes read from where it was.
+	if err := tr.db.Update(0, func(tx *store.Txn) error {
+		if err := tx.DeleteChunk(ref.ID); err != nil {
+			return err
+		}
+		return tx.PutChunk(ref.ID, orig)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	evictPlain(tr, ref.ID)
+	if n, err := tr.ReadChunkAt(ctx, ref, 100, make([]byte, 10)); err != nil || n != 10 {
+		t.Fatalf("envelope back under its ID: %d, %v", n, err)
+	}
+	if err := tr.db.Update(0, func(tx *store.Txn) error { return tx.DeleteChunk(ref.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	evictPlain(tr, ref.ID)
+	if _, err := tr.ReadChunkAt(ctx, ref, 100, make([]byte, 10)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("deleted chunk: %v, want ErrCorrupt", err)
 	}
 }
 
