@@ -595,29 +595,26 @@ func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
 // Loc is where a chunk's sealed bytes lie; comparable.
 type Loc struct{ l chunkLoc }
 
+// Size is the length of the sealed bytes at l.
+func (l Loc) Size() int64 { return int64(l.l.len) }
+
 // ChunkLoc returns where chunk id's sealed bytes lie, or ErrNotFound. A
-// reader of part of a chunk (ReadChunkAt) asks again after reading: a
-// chunk deleted meanwhile may have had its bytes freed under the read,
-// which a whole read would catch by its hash and a partial one cannot.
+// reader of part of a chunk (ReadAt) asks again after reading: a chunk
+// deleted meanwhile may have had its bytes freed under the read, which a
+// whole read would catch by its hash and a partial one cannot.
 func (t *Txn) ChunkLoc(id peerdrive.ChunkID) (Loc, error) {
 	loc, err := t.blobLoc(chunkKey(id))
 	return Loc{loc}, err
 }
 
-// ReadChunkAt appends bytes [off, off+n) of the sealed bytes of chunk id
-// to dst and returns the extended slice with the sealed bytes' whole
-// length, or ErrNotFound. A range past the end is ErrCorrupt.
-func (t *Txn) ReadChunkAt(dst []byte, id peerdrive.ChunkID, off, n int64) ([]byte, int64, error) {
-	loc, err := t.blobLoc(chunkKey(id))
-	if err != nil {
-		return dst, 0, err
+// ReadAt appends bytes [off, off+n) of the sealed bytes at l to dst and
+// returns the extended slice. A range past their end is ErrCorrupt.
+func (t *Txn) ReadAt(dst []byte, l Loc, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > l.Size() {
+		return dst, fmt.Errorf("bytes [%d, %d) of %d: %w", off, off+n, l.Size(), ErrCorrupt)
 	}
-	if off < 0 || n < 0 || off+n > int64(loc.len) {
-		return dst, int64(loc.len), fmt.Errorf("chunk %s: bytes [%d, %d) of %d: %w", id.Short(), off, off+n, loc.len, ErrCorrupt)
-	}
-	part := chunkLoc{pack: loc.pack, off: loc.off + uint64(off), len: uint32(n)}
-	b, err := t.db.packs.readFrom(dst, part, t.db.packs.file)
-	return b, int64(loc.len), err
+	part := chunkLoc{pack: l.l.pack, off: l.l.off + uint64(off), len: uint32(n)}
+	return t.db.packs.readFrom(dst, part, t.db.packs.file)
 }
 
 // HasChunk reports whether chunk id is stored.

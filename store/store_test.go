@@ -94,9 +94,9 @@ func TestSyncSharedConcurrent(t *testing.T) {
 	}
 }
 
-// TestReadChunkAt: parts of a stored chunk, with its whole length; a range
-// past its end is ErrCorrupt, a missing chunk ErrNotFound.
-func TestReadChunkAt(t *testing.T) {
+// TestReadAt: parts of a stored chunk at its location, whose size is the
+// chunk's; a range past its end is ErrCorrupt, a missing chunk ErrNotFound.
+func TestReadAt(t *testing.T) {
 	db := openTemp(t)
 	a := []byte("0123456789abcdef")
 	var ida, missing peerdrive.ChunkID
@@ -105,18 +105,22 @@ func TestReadChunkAt(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := db.View(func(tx *store.Txn) error {
+		loc, err := tx.ChunkLoc(ida)
+		if err != nil || loc.Size() != 16 {
+			t.Fatalf("ChunkLoc: size %d, %v", loc.Size(), err)
+		}
 		for _, c := range []struct{ off, n int64 }{{0, 16}, {0, 0}, {3, 5}, {15, 1}, {16, 0}} {
-			got, size, err := tx.ReadChunkAt([]byte("x"), ida, c.off, c.n)
-			if err != nil || size != 16 || string(got) != "x"+string(a[c.off:c.off+c.n]) {
-				t.Errorf("[%d, +%d): %q, size %d, %v", c.off, c.n, got, size, err)
+			got, err := tx.ReadAt([]byte("x"), loc, c.off, c.n)
+			if err != nil || string(got) != "x"+string(a[c.off:c.off+c.n]) {
+				t.Errorf("[%d, +%d): %q, %v", c.off, c.n, got, err)
 			}
 		}
 		for _, c := range []struct{ off, n int64 }{{0, 17}, {16, 1}, {-1, 2}, {2, -1}} {
-			if _, _, err := tx.ReadChunkAt(nil, ida, c.off, c.n); !errors.Is(err, store.ErrCorrupt) {
+			if _, err := tx.ReadAt(nil, loc, c.off, c.n); !errors.Is(err, store.ErrCorrupt) {
 				t.Errorf("[%d, +%d): %v, want ErrCorrupt", c.off, c.n, err)
 			}
 		}
-		if _, _, err := tx.ReadChunkAt(nil, missing, 0, 1); !errors.Is(err, store.ErrNotFound) {
+		if _, err := tx.ChunkLoc(missing); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("missing chunk: %v, want ErrNotFound", err)
 		}
 		return nil

@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"container/list"
 	"sync"
 
@@ -31,6 +32,12 @@ type chunkCache struct {
 type openedEnv struct {
 	header [crypto.ChunkHeaderSize]byte
 	size   int64
+}
+
+// same reports whether an envelope of size bytes whose header is header
+// (at least its first ChunkHeaderSize bytes) is the one o records.
+func (o openedEnv) same(header []byte, size int64) bool {
+	return size == o.size && len(header) >= crypto.ChunkHeaderSize && bytes.Equal(header[:crypto.ChunkHeaderSize], o.header[:])
 }
 
 // maxOpened bounds chunkCache.opened: under 8 MiB for 64 GiB of chunks.
@@ -105,7 +112,7 @@ func (c *chunkCache) put(id peerdrive.ChunkID, data []byte) {
 
 // noteOpened records that the local envelope env of id opened whole.
 func (c *chunkCache) noteOpened(id peerdrive.ChunkID, env []byte) {
-	if len(env) < crypto.ChunkHeaderSize || !crypto.PartialOpen(env) {
+	if !crypto.PartialOpen(env) {
 		return
 	}
 	c.mu.Lock()

@@ -1,7 +1,6 @@
 package tree
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -527,14 +526,14 @@ func (t *Tree) readPart(id peerdrive.ChunkID, o openedEnv, off int, out []byte) 
 		if loc, err = tx.ChunkLoc(id); err != nil {
 			return err
 		}
-		h, size, err := tx.ReadChunkAt((*b)[:0], id, 0, crypto.ChunkHeaderSize)
+		h, err := tx.ReadAt((*b)[:0], loc, 0, crypto.ChunkHeaderSize)
 		if err != nil {
 			return err
 		}
-		if size != o.size || !bytes.Equal(h, o.header[:]) {
+		if !o.same(h, loc.Size()) {
 			return fmt.Errorf("chunk %s: envelope changed since it was opened: %w", id.Short(), ErrCorrupt)
 		}
-		*b, _, err = tx.ReadChunkAt(h[:0], id, int64(crypto.ChunkHeaderSize+off), int64(len(out)))
+		*b, err = tx.ReadAt(h[:0], loc, int64(crypto.ChunkHeaderSize+off), int64(len(out)))
 		return err
 	})
 	if err != nil {
@@ -625,7 +624,7 @@ func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, e
 		// An envelope opened whole before (or sealed here) in this run
 		// is not hashed again: its header and length say it is the same
 		// one, and the AEAD still authenticates all of it.
-		if o, ok := t.chunks.openedEnv(ref.ID); ok && o.size == int64(len(env)) && bytes.Equal(env[:crypto.ChunkHeaderSize], o.header[:]) {
+		if o, ok := t.chunks.openedEnv(ref.ID); ok && o.same(env, int64(len(env))) {
 			verified = true
 		}
 	}
