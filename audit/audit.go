@@ -99,7 +99,7 @@ func leafHash(h leafHasher, b []byte) (out [32]byte) {
 	return out
 }
 
-func nodeHash(_ leafHasher, a, b *[32]byte) (out [32]byte) {
+func nodeHash(a, b *[32]byte) (out [32]byte) {
 	var buf [65]byte
 	buf[0] = prefixNode
 	copy(buf[1:], a[:])
@@ -125,25 +125,51 @@ func leafLevel(h leafHasher, data []byte) [][32]byte {
 	return level
 }
 
-// up computes the next level, in place; an odd last node goes up unchanged.
-func up(h leafHasher, level [][32]byte) [][32]byte {
+// up computes the next level, in place, joining pairs with node; an odd
+// last node goes up unchanged (both versions).
+func up(level [][32]byte, node func(a, b *[32]byte) [32]byte) [][32]byte {
 	next := level[:0]
 	for i := 0; i < len(level); i += 2 {
 		if i+1 == len(level) {
 			next = append(next, level[i])
 		} else {
-			next = append(next, nodeHash(h, &level[i], &level[i+1]))
+			next = append(next, node(&level[i], &level[i+1]))
 		}
 	}
 	return next
 }
 
+// checkLeaves checks that every index of leaves is a leaf of a shard of
+// size bytes.
+func checkLeaves(size int64, leaves []int) error {
+	n := Leaves(size)
+	for _, i := range leaves {
+		if i < 0 || int64(i) >= n {
+			return fmt.Errorf("leaf %d of %d: %w", i, n, ErrRange)
+		}
+	}
+	return nil
+}
+
+// addSiblings appends to proofs[k] the sibling at level of the node on
+// the path of idx[k] (none for an odd last node), and moves idx[k] up to
+// the next level (both versions).
+func addSiblings(level [][32]byte, idx []int, proofs []Proof) {
+	for k, i := range idx {
+		if i%2 == 1 {
+			proofs[k] = append(proofs[k], level[i-1])
+		} else if i+1 < len(level) {
+			proofs[k] = append(proofs[k], level[i+1])
+		}
+		idx[k] = i / 2
+	}
+}
+
 // Root is the audit root of a shard's bytes.
 func Root(data []byte) [32]byte {
-	h := newHasher()
-	level := leafLevel(h, data)
+	level := leafLevel(newHasher(), data)
 	for len(level) > 1 {
-		level = up(h, level)
+		level = up(level, nodeHash)
 	}
 	return rootHash(int64(len(data)), &level[0])
 }
@@ -161,26 +187,15 @@ func Prove(data []byte, leaf int) (Proof, error) {
 // ProveAll returns the root of data and the proofs of the given leaves, in
 // one pass over the tree.
 func ProveAll(data []byte, leaves []int) ([32]byte, []Proof, error) {
-	n := Leaves(int64(len(data)))
-	for _, i := range leaves {
-		if i < 0 || int64(i) >= n {
-			return [32]byte{}, nil, fmt.Errorf("leaf %d of %d: %w", i, n, ErrRange)
-		}
+	if err := checkLeaves(int64(len(data)), leaves); err != nil {
+		return [32]byte{}, nil, err
 	}
-	h := newHasher()
-	level := leafLevel(h, data)
+	level := leafLevel(newHasher(), data)
 	proofs := make([]Proof, len(leaves))
 	idx := append([]int(nil), leaves...)
 	for len(level) > 1 {
-		for k, i := range idx {
-			if i%2 == 1 {
-				proofs[k] = append(proofs[k], level[i-1])
-			} else if i+1 < len(level) {
-				proofs[k] = append(proofs[k], level[i+1])
-			}
-			idx[k] = i / 2
-		}
-		level = up(h, level)
+		addSiblings(level, idx, proofs)
+		level = up(level, nodeHash)
 	}
 	return rootHash(int64(len(data)), &level[0]), proofs, nil
 }
@@ -196,9 +211,9 @@ func Verify(root [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) 
 	cur := leafHash(h, leafBytes)
 	err := walk(size, leaf, proof, func(s *[32]byte, left bool) {
 		if left {
-			cur = nodeHash(h, &cur, s)
+			cur = nodeHash(&cur, s)
 		} else {
-			cur = nodeHash(h, s, &cur)
+			cur = nodeHash(s, &cur)
 		}
 	})
 	if err != nil {

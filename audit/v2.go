@@ -67,45 +67,36 @@ func cvWords(b *[32]byte) (cv [8]uint32) {
 // version 2) and the version 2 proofs of the given leaves: the chaining
 // values of the siblings on each leaf's path, from the leaf's level up.
 func ProveAllV2(data []byte, leaves []int) ([32]byte, []Proof, error) {
-	n := Leaves(int64(len(data)))
-	for _, i := range leaves {
-		if i < 0 || int64(i) >= n {
-			return [32]byte{}, nil, fmt.Errorf("leaf %d of %d: %w", i, n, ErrRange)
-		}
+	if err := checkLeaves(int64(len(data)), leaves); err != nil {
+		return [32]byte{}, nil, err
 	}
 	var buf groupBuf
 	proofs := make([]Proof, len(leaves))
+	n := Leaves(int64(len(data)))
 	if n == 1 {
 		return rootOf(leafNode(&buf, 0, data)), proofs, nil
 	}
-	level := make([][8]uint32, n)
+	level := make([][32]byte, n)
 	for i := range level {
-		level[i] = guts.ChainingValue(leafNode(&buf, i, Leaf(data, i)))
+		cv := guts.ChainingValue(leafNode(&buf, i, Leaf(data, i)))
+		level[i] = cvBytes(&cv)
 	}
 	idx := append([]int(nil), leaves...)
-	for {
-		for k, i := range idx {
-			if i%2 == 1 {
-				proofs[k] = append(proofs[k], cvBytes(&level[i-1]))
-			} else if i+1 < len(level) {
-				proofs[k] = append(proofs[k], cvBytes(&level[i+1]))
-			}
-			idx[k] = i / 2
-		}
-		if len(level) == 2 {
-			return rootOf(parentNode(&level[0], &level[1])), proofs, nil
-		}
-		// The next level, in place; an odd last node goes up unchanged.
-		next := level[:0]
-		for i := 0; i < len(level); i += 2 {
-			if i+1 == len(level) {
-				next = append(next, level[i])
-			} else {
-				next = append(next, guts.ChainingValue(parentNode(&level[i], &level[i+1])))
-			}
-		}
-		level = next
+	for len(level) > 2 {
+		addSiblings(level, idx, proofs)
+		level = up(level, parentCV)
 	}
+	addSiblings(level, idx, proofs)
+	l, r := cvWords(&level[0]), cvWords(&level[1])
+	return rootOf(parentNode(&l, &r)), proofs, nil
+}
+
+// parentCV is the chaining value of the parent of two chaining values, as
+// bytes.
+func parentCV(a, b *[32]byte) [32]byte {
+	l, r := cvWords(a), cvWords(b)
+	cv := guts.ChainingValue(parentNode(&l, &r))
+	return cvBytes(&cv)
 }
 
 // VerifyV2 checks that leafBytes is leaf number leaf of the shard of size
