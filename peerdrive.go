@@ -10,12 +10,13 @@ import (
 
 // FormatVersion is the version of the on-disk format this code writes
 // (docs/format.md). It reads every version from OldestFormatVersion on.
-const FormatVersion = 2
+const FormatVersion = 3
 
 // OldestFormatVersion is the oldest on-disk format this code reads. Version
-// 1 differs from 2 only in lacking chunk envelope 0x02 and patch records; a
-// version 1 store opened for writing is upgraded by rewriting its format
-// record.
+// 1 differs from 2 only in lacking chunk envelope 0x02 and patch records,
+// and 2 from 3 only in lacking chunk locations that record the chunk's
+// tag; an older store opened for writing is upgraded by rewriting its
+// format record.
 const OldestFormatVersion = 1
 
 // ChunkSize is the largest plaintext a chunk holds: file data is cut at

@@ -9,7 +9,6 @@ package fs
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -490,25 +489,23 @@ func flipChunkBit(t testing.TB, storeAt string, id peerdrive.ChunkID, inRecord b
 		t.Fatalf("chunk %s not found in the store: %v", id.Short(), err)
 	}
 	if inRecord {
-		val[len(val)-1] ^= 0x01 // the length of the sealed bytes
+		val[15] ^= 0x01 // the low byte of the length of the sealed bytes (docs/format.md §9.1)
 		if err := db.Update(0, func(tx *store.Txn) error { return tx.Set(key, val) }); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	if len(val) != 16 {
-		t.Fatalf("chunk record of %d bytes, want a 16-byte pack location", len(val))
+	path, off, n, err := db.ChunkFile(id)
+	if err != nil {
+		t.Fatal(err)
 	}
-	pack := binary.BigEndian.Uint32(val[0:])
-	off := binary.BigEndian.Uint64(val[4:])
-	n := binary.BigEndian.Uint32(val[12:])
-	f, err := os.OpenFile(filepath.Join(storeAt, "packs", fmt.Sprintf("pack-%08d", pack)), os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	b := make([]byte, 1)
-	at := int64(off) + int64(n/2)
+	at := off + int64(n/2)
 	if _, err := f.ReadAt(b, at); err != nil {
 		t.Fatal(err)
 	}

@@ -242,7 +242,7 @@ func (r *Replica) uploadSegment(ctx context.Context, b []queued) error {
 		for _, q := range b {
 			off := len(seg)
 			var err error
-			seg, err = tx.AppendChunk(seg, q.id)
+			seg, _, err = tx.AppendChunk(seg, q.id)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // deleted meanwhile
 			}

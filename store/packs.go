@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peerdrive/peerdrive"
+	"github.com/peerdrive/peerdrive/crypto"
 )
 
 // Chunk bodies live in append-only pack files beside badger, not in badger's
@@ -27,28 +28,65 @@ const (
 	packDir     = "packs"
 	packMaxSize = 1 << 30 // a pack is closed for appends past this size
 	locSize     = 16      // pack number u32, offset u64, length u32
+	checkSize   = 16      // then, in a chunk's location (format 3), its tail check
 )
 
-// chunkLoc is where a chunk's sealed bytes are.
+// chunkLoc is where a chunk's sealed bytes are. A location with a check
+// also records the tail check of the bytes put there under its key
+// (tailCheck), which every read of them compares (Txn.readBlob).
 type chunkLoc struct {
-	pack uint32
-	off  uint64
-	len  uint32
+	pack     uint32
+	off      uint64
+	len      uint32
+	hasCheck bool
+	check    [checkSize]byte
 }
 
 func (l chunkLoc) encode() []byte {
-	b := make([]byte, locSize)
+	n := locSize
+	if l.hasCheck {
+		n += checkSize
+	}
+	b := make([]byte, n)
 	binary.BigEndian.PutUint32(b[0:], l.pack)
 	binary.BigEndian.PutUint64(b[4:], l.off)
 	binary.BigEndian.PutUint32(b[12:], l.len)
+	if l.hasCheck {
+		copy(b[locSize:], l.check[:])
+	}
 	return b
 }
 
 func decodeLoc(b []byte) (chunkLoc, error) {
-	if len(b) != locSize {
+	if len(b) != locSize && len(b) != locSize+checkSize {
 		return chunkLoc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	return chunkLoc{binary.BigEndian.Uint32(b[0:]), binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint32(b[12:])}, nil
+	l := chunkLoc{pack: binary.BigEndian.Uint32(b[0:]), off: binary.BigEndian.Uint64(b[4:]), len: binary.BigEndian.Uint32(b[12:])}
+	if len(b) > locSize {
+		if l.len < tailSize {
+			return chunkLoc{}, fmt.Errorf("checked location of %d bytes, shorter than a tail: %w", l.len, ErrCorrupt)
+		}
+		l.hasCheck = true
+		copy(l.check[:], b[locSize:])
+	}
+	return l, nil
+}
+
+// tailSize is how many of a blob's last bytes its tail check covers: an
+// AEAD envelope's tag.
+const tailSize = 16
+
+// tailCheck returns the tail check of data stored under key: the first
+// checkSize bytes of the BLAKE3 hash of key followed by data's last
+// tailSize bytes. ok is false for data shorter than that.
+func tailCheck(key, data []byte) (check [checkSize]byte, ok bool) {
+	if len(data) < tailSize {
+		return check, false
+	}
+	var buf [64]byte
+	h := crypto.ContentID(append(append(buf[:0], key...), data[len(data)-tailSize:]...))
+	copy(check[:], h[:])
+	return check, true
 }
 
 type packs struct {
@@ -56,7 +94,7 @@ type packs struct {
 
 	mu     sync.Mutex
 	files  map[uint32]*os.File
-	exact  map[uint32]*os.File // read-only, without the kernel's read-ahead (readExact)
+	exact  map[uint32]*os.File // read-only, without the kernel's read-ahead (exactFile)
 	active uint32
 	end    uint64          // append offset of the active pack
 	kicked uint64          // writeback of the active pack was started up to here
@@ -166,7 +204,12 @@ func (p *packs) append(data []byte) (chunkLoc, error) {
 // fdatasyncs.
 var appendHook, packSyncHook func()
 
-// exactFile returns pack num opened for readExact. p.mu is held.
+// exactFile returns pack num opened for reads of exactly the bytes asked
+// for and no more from the disk: a storage node's shards of one segment lie
+// side by side in its pack, and a reader wants only the data shards, so the
+// read-ahead a sequential-looking series of reads earns would read the
+// parity shards between them too (half as much again from the disk in a
+// cold read, bench/peers.sh). p.mu is held.
 func (p *packs) exactFile(num uint32) (*os.File, error) {
 	if f, ok := p.exact[num]; ok {
 		return f, nil
@@ -180,15 +223,6 @@ func (p *packs) exactFile(num uint32) (*os.File, error) {
 	p.exact[num] = f
 	return f, nil
 }
-
-func (p *packs) read(loc chunkLoc) ([]byte, error) { return p.readFrom(nil, loc, p.file) }
-
-// readExact reads loc's bytes and no more from the disk: a storage node's
-// shards of one segment lie side by side in its pack, and a reader wants
-// only the data shards, so the read-ahead a sequential-looking series of
-// reads earns would read the parity shards between them too (half as much
-// again from the disk in a cold read, bench/peers.sh).
-func (p *packs) readExact(loc chunkLoc) ([]byte, error) { return p.readFrom(nil, loc, p.exactFile) }
 
 // readFrom reads loc's bytes onto the end of dst (into its spare capacity
 // if it has room) from the file open gives, and returns the extended slice;

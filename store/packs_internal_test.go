@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestReadExactReadsNoMore checks that readExact brings into the page cache
+// TestReadExactReadsNoMore checks that a read from exactFile brings into the page cache
 // the bytes it returns and not the ones after them (on a storage node, other
 // segments' shards), while both reads return the stored bytes.
 func TestReadExactReadsNoMore(t *testing.T) {
@@ -66,7 +66,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 	// The first half in order: reads that look sequential, which the
 	// kernel's read-ahead would follow into the second half.
 	for i := range len(locs) / 2 {
-		b, err := p.readExact(locs[i])
+		b, err := p.readFrom(nil, locs[i], p.exactFile)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 		}
 	}
 	for i := range locs {
-		b, err := p.read(locs[i])
+		b, err := p.readFrom(nil, locs[i], p.file)
 		if err != nil || !bytes.Equal(b, want[i]) {
 			t.Fatalf("read blob %d: %v, equal %v", i, err, bytes.Equal(b, want[i]))
 		}

@@ -492,7 +492,11 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 // PutBlob stores large opaque bytes under key: the bytes go to a pack file
 // at once, their location into the transaction. If the transaction does not
 // commit, the bytes are left unreferenced.
-func (t *Txn) PutBlob(key, data []byte) error {
+func (t *Txn) PutBlob(key, data []byte) error { return t.putBlob(key, data, false) }
+
+// putBlob is PutBlob; with check, the location records the bytes' tail
+// check (tailCheck), which every read then compares (readBlob).
+func (t *Txn) putBlob(key, data []byte, check bool) error {
 	if t.capture != nil {
 		return ErrNotStageable
 	}
@@ -500,7 +504,24 @@ func (t *Txn) PutBlob(key, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if check {
+		loc.check, loc.hasCheck = tailCheck(key, data)
+	}
 	return t.Set(key, loc.encode())
+}
+
+// readBlob appends the bytes of the blob stored under key at loc to dst
+// (packs.readFrom); bytes that fail loc's tail check are ErrCorrupt: they
+// are not those stored under key.
+func (t *Txn) readBlob(dst, key []byte, loc chunkLoc, open func(uint32) (*os.File, error)) ([]byte, error) {
+	b, err := t.db.packs.readFrom(dst, loc, open)
+	if err != nil || !loc.hasCheck {
+		return b, err
+	}
+	if c, _ := tailCheck(key, b[len(dst):]); c != loc.check {
+		return dst, fmt.Errorf("pack %d at %d: the %d bytes there are not those stored under key %x: %w", loc.pack, loc.off, loc.len, key, ErrCorrupt)
+	}
+	return b, nil
 }
 
 // DeleteBlob removes what PutBlob stored; the bytes are freed once the
@@ -526,16 +547,16 @@ func (t *Txn) DeleteBlob(key []byte) error {
 func (t *Txn) GetBlob(key []byte) ([]byte, error) { return t.getBlob(key, false) }
 
 // getBlob is GetBlob; exact reads no more than the blob from the disk (see
-// packs.readExact), for blobs read in no particular order.
+// packs.exactFile), for blobs read in no particular order.
 func (t *Txn) getBlob(key []byte, exact bool) ([]byte, error) {
 	loc, err := t.blobLoc(key)
 	if err != nil {
 		return nil, err
 	}
 	if exact {
-		return t.db.packs.readExact(loc)
+		return t.readBlob(nil, key, loc, t.db.packs.exactFile)
 	}
-	return t.db.packs.read(loc)
+	return t.readBlob(nil, key, loc, t.db.packs.file)
 }
 
 // blobLoc returns where the blob PutBlob stored under key lies.
@@ -570,9 +591,12 @@ func (db *DB) PrefetchChunks(ids []peerdrive.ChunkID) {
 	}
 }
 
-// PutChunk stores a sealed chunk.
+// PutChunk stores a sealed chunk, which the caller checked against id
+// (its hash, or an authenticated record naming it). Its location records
+// the tail check of its last 16 bytes, an AEAD envelope's tag, under id: a
+// read that passes it is reading the envelope stored here (AppendChunk).
 func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error {
-	return t.PutBlob(chunkKey(id), sealed)
+	return t.putBlob(chunkKey(id), sealed, true)
 }
 
 // DeleteChunk removes a sealed chunk.
@@ -584,12 +608,22 @@ func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(
 // AppendChunk appends the sealed bytes of chunk id to dst and returns the
 // extended slice, or ErrNotFound: read straight into dst's spare capacity,
 // without a buffer of its own (the uploader packs segments this way).
-func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) ([]byte, error) {
-	loc, err := t.blobLoc(chunkKey(id))
+//
+// A location written by format 3 (PutChunk) records a check of id and of
+// the chunk's last 16 bytes: bytes read that fail it are ErrCorrupt, and
+// tailed reports that they passed. Then, if the bytes also open as an AEAD
+// envelope whose tag those 16 bytes are, they are the envelope PutChunk
+// stored under id (two envelopes that open under one key and share a tag
+// are one envelope), and need not be hashed to be known to be id's. Older
+// locations (tailed false) give no such assurance.
+func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) (b []byte, tailed bool, err error) {
+	key := chunkKey(id)
+	loc, err := t.blobLoc(key)
 	if err != nil {
-		return dst, err
+		return dst, false, err
 	}
-	return t.db.packs.readFrom(dst, loc, t.db.packs.file)
+	b, err = t.readBlob(dst, key, loc, t.db.packs.file)
+	return b, err == nil && loc.hasCheck, err
 }
 
 // Loc is where a chunk's sealed bytes lie; comparable.

@@ -148,18 +148,18 @@ func TestAppendChunk(t *testing.T) {
 	err := db.View(func(tx *store.Txn) error {
 		buf := make([]byte, 0, len(a)+3) // room for a, not for b
 		buf = append(buf, "hdr"...)
-		buf, err := tx.AppendChunk(buf[:3], ida)
+		buf, _, err := tx.AppendChunk(buf[:3], ida)
 		if err != nil {
 			return err
 		}
-		if buf, err = tx.AppendChunk(buf, idb); err != nil {
+		if buf, _, err = tx.AppendChunk(buf, idb); err != nil {
 			return err
 		}
 		if want := "hdr" + string(a) + string(b); string(buf) != want {
 			t.Errorf("appended %q, want %q", buf, want)
 		}
 		before := len(buf)
-		buf, err = tx.AppendChunk(buf, missing)
+		buf, _, err = tx.AppendChunk(buf, missing)
 		if !errors.Is(err, store.ErrNotFound) || len(buf) != before {
 			t.Errorf("missing chunk: %v, length %d (was %d)", err, len(buf), before)
 		}

@@ -564,17 +564,17 @@ var sealedBufs = sync.Pool{New: func() any { b := make([]byte, 0, peerdrive.Chun
 
 // readSealed reads chunk id's sealed bytes from the local store into a
 // buffer of sealedBufs, which the caller puts back (also after an error).
-func (t *Tree) readSealed(id peerdrive.ChunkID) (*[]byte, error) {
-	b := sealedBufs.Get().(*[]byte)
-	err := t.db.View(func(tx *store.Txn) error {
+func (t *Tree) readSealed(id peerdrive.ChunkID) (b *[]byte, tailed bool, err error) {
+	b = sealedBufs.Get().(*[]byte)
+	err = t.db.View(func(tx *store.Txn) error {
 		var err error
-		*b, err = tx.AppendChunk((*b)[:0], id)
+		*b, tailed, err = tx.AppendChunk((*b)[:0], id)
 		return err
 	})
 	if err != nil {
 		err = fmt.Errorf("chunk %s: %w", id.Short(), err)
 	}
-	return b, err
+	return b, tailed, err
 }
 
 // putSealed gives b back to sealedBufs, unless an object larger than any
@@ -590,9 +590,15 @@ func putSealed(b *[]byte) {
 func (t *Tree) loadChunk(ctx context.Context, ref peerdrive.ChunkRef) ([]byte, error) {
 	// The local store answers at once: only a fetch from peers is worth
 	// cancelling (an interrupt may come from any signal).
-	sealed, err := t.readSealed(ref.ID)
+	sealed, tailed, err := t.readSealed(ref.ID)
 	defer putSealed(sealed)
-	verified := false // the bytes are known to hash to ref.ID
+	// verified: the bytes are known to be ref.ID's, which its hash would
+	// show. A local envelope whose location recorded its tag, which it
+	// ends with, is the one stored under ref.ID once checked against it
+	// (store.Txn.AppendChunk): the AEAD, opened below, authenticates the
+	// rest of it. That saves hashing a megabyte for every chunk read from
+	// the disk, a fifth of the CPU of a cold sequential read.
+	verified := tailed
 	local := false
 	var env []byte
 	switch {

@@ -202,7 +202,8 @@ func TestPlainRecordGolden(t *testing.T) {
 		rec  any
 		hex  string
 	}{
-		{"format", &formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize}, "a2" + "0102" + "02" + "1a00100000"},
+		{"format", &formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize}, "a2" + "0103" + "02" + "1a00100000"},
+		{"format/v2", &formatRecord{Version: 2, ChunkSize: peerdrive.ChunkSize}, "a2" + "0102" + "02" + "1a00100000"},
 		{"format/v1", &formatRecord{Version: 1, ChunkSize: peerdrive.ChunkSize}, "a2" + "0101" + "02" + "1a00100000"},
 		{"stats", &Stats{Used: 1 << 20, Stored: 1<<20 + 41, Chunks: 1, Inodes: 3}, "a4" + "01" + "1a00100000" + "02" + "1a00100029" + "0301" + "0403"},
 		{"stats/zero", &Stats{}, "a4" + "0100" + "0200" + "0300" + "0400"},

@@ -308,6 +308,7 @@ func TestFormatVersions(t *testing.T) {
 		{"current", formatRecord{Version: peerdrive.FormatVersion, ChunkSize: peerdrive.ChunkSize}, false, nil, peerdrive.FormatVersion},
 		{"v1 upgraded", formatRecord{Version: 1, ChunkSize: peerdrive.ChunkSize}, false, nil, peerdrive.FormatVersion},
 		{"v1 read-only", formatRecord{Version: 1, ChunkSize: peerdrive.ChunkSize}, true, nil, 1},
+		{"v2 upgraded", formatRecord{Version: 2, ChunkSize: peerdrive.ChunkSize}, false, nil, peerdrive.FormatVersion},
 		{"v0", formatRecord{Version: 0, ChunkSize: peerdrive.ChunkSize}, false, ErrVersion, 0},
 		{"newer", formatRecord{Version: peerdrive.FormatVersion + 1, ChunkSize: peerdrive.ChunkSize}, false, ErrVersion, peerdrive.FormatVersion + 1},
 		{"chunk size", formatRecord{Version: peerdrive.FormatVersion, ChunkSize: 2 << 20}, false, ErrVersion, peerdrive.FormatVersion},
