@@ -88,7 +88,8 @@ func encodeLeaves(leaves []int) []uint64 {
 // proofs of the version asked for, computed from the stored shard.
 func (sv *shardServer) serveAudit(ctx context.Context, s network.Stream, rq request, log *slog.Logger) {
 	rt := rq.typ | replyBit
-	data, err := sv.store.Get(ctx, rq.id)
+	data, done, err := sv.get(ctx, rq.id)
+	defer done()
 	if err != nil {
 		writeReply(s, rt, sv.storeReply(err, log, "audit", rq.id), nil)
 		return

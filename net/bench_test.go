@@ -18,16 +18,22 @@ func cpuTime(b *testing.B) time.Duration {
 
 // BenchmarkShard moves 4 MiB shards between two in-process nodes over TCP and
 // over QUIC, into a memory store: CPU of both ends (transport, security,
-// muxer, BLAKE3 verification on the receiving side) per MB.
+// muxer, BLAKE3 verification on the receiving side) per MB. "get-store"
+// serves from a store.Shards on disk instead, as a storage node does: its
+// B/op shows what the server allocates per read.
 //
-//	go test -run XXX -bench Shard -benchtime 64x ./net/
+//	go test -run XXX -bench Shard -benchtime 64x -benchmem ./net/
 func BenchmarkShard(b *testing.B) {
 	for _, tr := range []struct{ name, listen string }{{"tcp", loopTCP}, {"quic", loopQUIC}} {
-		for _, op := range []string{"put", "get"} {
+		for _, op := range []string{"put", "get", "get-store"} {
 			b.Run(tr.name+"/"+op, func(b *testing.B) {
 				a := startNodeB(b, tr.listen)
 				s := startNodeB(b, tr.listen)
-				s.ServeShards(newMemStore())
+				if op == "get-store" {
+					s.ServeShards(openShards(b, 1<<30))
+				} else {
+					s.ServeShards(newMemStore())
+				}
 				ctx := context.Background()
 				if err := a.Host().Connect(ctx, s.Host().Peerstore().PeerInfo(s.Host().ID())); err != nil {
 					b.Fatal(err)
@@ -43,7 +49,7 @@ func BenchmarkShard(b *testing.B) {
 					var err error
 					if op == "put" {
 						err = a.PutShard(ctx, s.Host().ID(), id, data)
-					} else {
+					} else { // get, get-store
 						_, err = a.GetShard(ctx, s.Host().ID(), id)
 					}
 					if err != nil {

@@ -178,7 +178,8 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 		writeReply(s, rt, w, nil)
 
 	case typeGet:
-		data, err := sv.store.Get(ctx, rq.id)
+		data, done, err := sv.get(ctx, rq.id)
+		defer done()
 		if err != nil {
 			writeReply(s, rt, sv.storeReply(err, log, "get", rq.id), nil)
 			return
@@ -252,6 +253,26 @@ func (sv *shardServer) storeReply(err error, log *slog.Logger, op string, id pee
 // still sends, and its flow control stops the peer.
 func (sv *shardServer) refuse(s network.Stream, t msgType, st Status, msg string) {
 	writeReply(s, t, wireReply{Status: st, Message: msg}, nil)
+}
+
+// shardGetterInto is a ShardStore that can read a shard into a given
+// buffer (store.Shards can): the server then reads shards into pooled
+// buffers too.
+type shardGetterInto interface {
+	GetInto(ctx context.Context, id peerdrive.ShardID, dst []byte) ([]byte, error)
+}
+
+// get returns shard id's bytes from the store and a function to call once
+// they are sent (a stream's Write copies them or is done with them when it
+// returns).
+func (sv *shardServer) get(ctx context.Context, id peerdrive.ShardID) ([]byte, func(), error) {
+	g, ok := sv.store.(shardGetterInto)
+	if !ok {
+		data, err := sv.store.Get(ctx, id)
+		return data, func() {}, err
+	}
+	data, err := g.GetInto(ctx, id, getBody(0)[:0])
+	return data, func() { putBody(data) }, err
 }
 
 // PUT bodies are read into pooled buffers: a fresh megabyte per shard cost

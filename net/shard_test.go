@@ -34,7 +34,7 @@ func testShard(n int, seed byte) (peerdrive.ShardID, []byte) {
 	return peerdrive.ShardID(crypto.ContentID(b)), b
 }
 
-func openShards(t *testing.T, capacity int64) *store.Shards {
+func openShards(t testing.TB, capacity int64) *store.Shards {
 	t.Helper()
 	db, err := store.Open(t.TempDir(), store.Options{Reserve: 1})
 	if err != nil {

@@ -231,17 +231,26 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 
 // Get returns a copy of shard id's bytes, or an error wrapping ErrNotFound.
 func (s *Shards) Get(ctx context.Context, id peerdrive.ShardID) ([]byte, error) {
+	return s.GetInto(ctx, id, nil)
+}
+
+// GetInto is Get that appends the bytes to dst (into its spare capacity if
+// it has room) and returns the extended slice: a storage node serving
+// reads reuses buffers instead of a fresh megabyte per shard, whose page
+// faults, zeroing and collection were 16% of six peers' CPU while a mount
+// read 256 MiB cold from them (perf record -a).
+func (s *Shards) GetInto(ctx context.Context, id peerdrive.ShardID, dst []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return dst, err
 	}
-	var v []byte
+	v := dst
 	err := s.db.View(func(t *Txn) error {
 		var err error
-		v, err = t.getBlob(shardKey(id), true)
+		v, _, err = t.appendBlob(dst, shardKey(id), t.db.packs.exactFile)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("shard %s: %w", id.Short(), classify(err))
+		return dst, fmt.Errorf("shard %s: %w", id.Short(), classify(err))
 	}
 	return v, nil
 }

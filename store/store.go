@@ -544,19 +544,22 @@ func (t *Txn) DeleteBlob(key []byte) error {
 }
 
 // GetBlob returns what PutBlob stored under key, or ErrNotFound.
-func (t *Txn) GetBlob(key []byte) ([]byte, error) { return t.getBlob(key, false) }
+func (t *Txn) GetBlob(key []byte) ([]byte, error) {
+	b, _, err := t.appendBlob(nil, key, t.db.packs.file)
+	return b, err
+}
 
-// getBlob is GetBlob; exact reads no more than the blob from the disk (see
-// packs.exactFile), for blobs read in no particular order.
-func (t *Txn) getBlob(key []byte, exact bool) ([]byte, error) {
+// appendBlob appends the blob stored under key to dst, read from the pack
+// file open gives (packs.exactFile for blobs read in no particular order),
+// and returns the extended slice, or dst and an error. checked reports
+// that the blob's location had a tail check, which it passed (readBlob).
+func (t *Txn) appendBlob(dst, key []byte, open func(uint32) (*os.File, error)) (b []byte, checked bool, err error) {
 	loc, err := t.blobLoc(key)
 	if err != nil {
-		return nil, err
+		return dst, false, err
 	}
-	if exact {
-		return t.readBlob(nil, key, loc, t.db.packs.exactFile)
-	}
-	return t.readBlob(nil, key, loc, t.db.packs.file)
+	b, err = t.readBlob(dst, key, loc, open)
+	return b, err == nil && loc.hasCheck, err
 }
 
 // blobLoc returns where the blob PutBlob stored under key lies.
@@ -617,13 +620,7 @@ func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(
 // are one envelope), and need not be hashed to be known to be id's. Older
 // locations (tailed false) give no such assurance.
 func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) (b []byte, tailed bool, err error) {
-	key := chunkKey(id)
-	loc, err := t.blobLoc(key)
-	if err != nil {
-		return dst, false, err
-	}
-	b, err = t.readBlob(dst, key, loc, t.db.packs.file)
-	return b, err == nil && loc.hasCheck, err
+	return t.appendBlob(dst, chunkKey(id), t.db.packs.file)
 }
 
 // Loc is where a chunk's sealed bytes lie; comparable.
