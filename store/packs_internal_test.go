@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -66,7 +68,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 	// The first half in order: reads that look sequential, which the
 	// kernel's read-ahead would follow into the second half.
 	for i := range len(locs) / 2 {
-		b, err := p.readFrom(nil, locs[i], p.exactFile)
+		b, err := p.readFrom(nil, locs[i], true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +82,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 		}
 	}
 	for i := range locs {
-		b, err := p.readFrom(nil, locs[i], p.file)
+		b, err := p.readFrom(nil, locs[i], false)
 		if err != nil || !bytes.Equal(b, want[i]) {
 			t.Fatalf("read blob %d: %v, equal %v", i, err, bytes.Equal(b, want[i]))
 		}
@@ -148,5 +150,60 @@ func TestSyncWaitsForSync(t *testing.T) {
 		if err := <-c; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReadExactUnaligned: exact reads, with O_DIRECT (where the file system
+// takes it) or without, of blobs at any offset and of any length, the last
+// one ending the pack, give their bytes; a blob past the pack's end is a
+// short read.
+func TestReadExactUnaligned(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			defer func(orig bool) { directReads = orig }(directReads)
+			directReads = direct
+			readExactUnaligned(t)
+		})
+	}
+}
+
+func readExactUnaligned(t *testing.T) {
+	p, err := openPacks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	var locs []chunkLoc
+	var want [][]byte
+	for i, n := range []int{1, 4095, 4096, 4097, 1<<20 + 7, 3, 8191, 100_000} {
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(i*31 + j*7)
+		}
+		loc, err := p.append(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		locs, want = append(locs, loc), append(want, b)
+	}
+	for round := range 2 { // the second from buffers the first gave back
+		for i, loc := range locs {
+			got, err := p.readFrom([]byte("x"), loc, true)
+			if err != nil || !bytes.Equal(got[1:], want[i]) || got[0] != 'x' {
+				t.Fatalf("round %d, blob %d (%d bytes at %d): %v, equal %v", round, i, loc.len, loc.off, err, err == nil && bytes.Equal(got[1:], want[i]))
+			}
+		}
+	}
+	p.mu.Lock()
+	e := p.exact[locs[0].pack]
+	p.mu.Unlock()
+	if e.direct && !directReads {
+		t.Fatal("opened with O_DIRECT when told not to")
+	}
+	t.Logf("O_DIRECT: %v", e.direct)
+	past := locs[len(locs)-1]
+	past.off += 10
+	if _, err := p.readFrom(nil, past, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("blob past the end: %v, want ErrCorrupt", err)
 	}
 }

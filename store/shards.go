@@ -246,7 +246,7 @@ func (s *Shards) GetInto(ctx context.Context, id peerdrive.ShardID, dst []byte) 
 	v := dst
 	err := s.db.View(func(t *Txn) error {
 		var err error
-		v, _, err = t.appendBlob(dst, shardKey(id), t.db.packs.exactFile)
+		v, _, err = t.appendBlob(dst, shardKey(id), true)
 		return err
 	})
 	if err != nil {

@@ -513,8 +513,8 @@ func (t *Txn) putBlob(key, data []byte, check bool) error {
 // readBlob appends the bytes of the blob stored under key at loc to dst
 // (packs.readFrom); bytes that fail loc's tail check are ErrCorrupt: they
 // are not those stored under key.
-func (t *Txn) readBlob(dst, key []byte, loc chunkLoc, open func(uint32) (*os.File, error)) ([]byte, error) {
-	b, err := t.db.packs.readFrom(dst, loc, open)
+func (t *Txn) readBlob(dst, key []byte, loc chunkLoc, exact bool) ([]byte, error) {
+	b, err := t.db.packs.readFrom(dst, loc, exact)
 	if err != nil || !loc.hasCheck {
 		return b, err
 	}
@@ -545,20 +545,21 @@ func (t *Txn) DeleteBlob(key []byte) error {
 
 // GetBlob returns what PutBlob stored under key, or ErrNotFound.
 func (t *Txn) GetBlob(key []byte) ([]byte, error) {
-	b, _, err := t.appendBlob(nil, key, t.db.packs.file)
+	b, _, err := t.appendBlob(nil, key, false)
 	return b, err
 }
 
-// appendBlob appends the blob stored under key to dst, read from the pack
-// file open gives (packs.exactFile for blobs read in no particular order),
-// and returns the extended slice, or dst and an error. checked reports
-// that the blob's location had a tail check, which it passed (readBlob).
-func (t *Txn) appendBlob(dst, key []byte, open func(uint32) (*os.File, error)) (b []byte, checked bool, err error) {
+// appendBlob appends the blob stored under key to dst, read exactly (see
+// packs.exactFile; for blobs read in no particular order) or through the
+// page cache, and returns the extended slice, or dst and an error. checked
+// reports that the blob's location had a tail check, which it passed
+// (readBlob).
+func (t *Txn) appendBlob(dst, key []byte, exact bool) (b []byte, checked bool, err error) {
 	loc, err := t.blobLoc(key)
 	if err != nil {
 		return dst, false, err
 	}
-	b, err = t.readBlob(dst, key, loc, open)
+	b, err = t.readBlob(dst, key, loc, exact)
 	return b, err == nil && loc.hasCheck, err
 }
 
@@ -620,7 +621,7 @@ func (t *Txn) GetChunk(id peerdrive.ChunkID) ([]byte, error) { return t.GetBlob(
 // are one envelope), and need not be hashed to be known to be id's. Older
 // locations (tailed false) give no such assurance.
 func (t *Txn) AppendChunk(dst []byte, id peerdrive.ChunkID) (b []byte, tailed bool, err error) {
-	return t.appendBlob(dst, chunkKey(id), t.db.packs.file)
+	return t.appendBlob(dst, chunkKey(id), false)
 }
 
 // Loc is where a chunk's sealed bytes lie; comparable.
@@ -645,7 +646,7 @@ func (t *Txn) ReadAt(dst []byte, l Loc, off, n int64) ([]byte, error) {
 		return dst, fmt.Errorf("bytes [%d, %d) of %d: %w", off, off+n, l.Size(), ErrCorrupt)
 	}
 	part := chunkLoc{pack: l.l.pack, off: l.l.off + uint64(off), len: uint32(n)}
-	return t.db.packs.readFrom(dst, part, t.db.packs.file)
+	return t.db.packs.readFrom(dst, part, false)
 }
 
 // HasChunk reports whether chunk id is stored.
