@@ -34,7 +34,7 @@ const (
 
 // chunkLoc is where a chunk's sealed bytes are. A location with a check
 // also records the tail check of the bytes put there under its key
-// (tailCheck), which every read of them compares (Txn.readBlob).
+// (tailCheck), which every read of them compares (Txn.appendBlob).
 type chunkLoc struct {
 	pack     uint32
 	off      uint64
@@ -269,14 +269,12 @@ func (p *packs) readFrom(dst []byte, loc chunkLoc, exact bool) ([]byte, error) {
 	}
 	n := len(dst)
 	b := slices.Grow(dst, int(loc.len))[:n+int(loc.len)]
+	read := f.ReadAt
 	if direct {
-		err = readDirect(f, b[n:], int64(loc.off))
-		if !errors.Is(err, unix.EINVAL) {
-			if err != nil {
-				return dst, fmt.Errorf("pack %d at %d: %w", loc.pack, loc.off, err)
-			}
-			return b, nil
-		}
+		read = func(out []byte, off int64) (int, error) { return readDirect(f, out, off) }
+	}
+	m, err := read(b[n:], int64(loc.off))
+	if direct && m < int(loc.len) && errors.Is(err, unix.EINVAL) {
 		// An alignment the device wants beyond directAlign: read
 		// through the page cache.
 		p.mu.Lock()
@@ -285,8 +283,9 @@ func (p *packs) readFrom(dst []byte, loc chunkLoc, exact bool) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
+		m, err = f.ReadAt(b[n:], int64(loc.off))
 	}
-	if m, err := f.ReadAt(b[n:], int64(loc.off)); m < int(loc.len) {
+	if m < int(loc.len) {
 		return dst, fmt.Errorf("pack %d at %d: short read of %d bytes: %w: %v", loc.pack, loc.off, m, ErrCorrupt, err)
 	}
 	return b, nil
@@ -304,10 +303,9 @@ const directAlign = 4096
 // directBufs holds aligned buffers for readDirect (*[]byte).
 var directBufs sync.Pool
 
-// readDirect fills out with the bytes at off of f, opened with O_DIRECT:
-// it reads the aligned range around them into an aligned buffer and copies
-// them out. A short read is ErrCorrupt.
-func readDirect(f *os.File, out []byte, off int64) error {
+// readDirect is f.ReadAt for f opened with O_DIRECT: it reads the aligned
+// range around out's bytes into an aligned buffer and copies them out.
+func readDirect(f *os.File, out []byte, off int64) (int, error) {
 	start := off &^ (directAlign - 1)
 	end := (off + int64(len(out)) + directAlign - 1) &^ (directAlign - 1)
 	size := int(end - start)
@@ -325,14 +323,11 @@ func readDirect(f *os.File, out []byte, off int64) error {
 		}
 	}()
 	m, err := f.ReadAt(buf, start)
-	if need := int(off-start) + len(out); m < need {
-		if errors.Is(err, unix.EINVAL) {
-			return err
-		}
-		return fmt.Errorf("short read of %d bytes: %w: %v", max(m-int(off-start), 0), ErrCorrupt, err)
+	n := copy(out, buf[min(int(off-start), m):m])
+	if n == len(out) {
+		err = nil // the aligned range may end past the file's end
 	}
-	copy(out, buf[off-start:])
-	return nil
+	return n, err
 }
 
 // willNeed asks the kernel to start reading loc's bytes into the page
@@ -410,11 +405,7 @@ func (p *packs) close() error {
 // tests that damage them.
 func (db *DB) ChunkFile(id peerdrive.ChunkID) (path string, off int64, size int, err error) {
 	err = db.View(func(t *Txn) error {
-		v, err := t.Get(chunkKey(id))
-		if err != nil {
-			return err
-		}
-		loc, err := decodeLoc(v)
+		loc, err := t.blobLoc(chunkKey(id))
 		if err != nil {
 			return err
 		}

@@ -495,7 +495,7 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 func (t *Txn) PutBlob(key, data []byte) error { return t.putBlob(key, data, false) }
 
 // putBlob is PutBlob; with check, the location records the bytes' tail
-// check (tailCheck), which every read then compares (readBlob).
+// check (tailCheck), which every read then compares (appendBlob).
 func (t *Txn) putBlob(key, data []byte, check bool) error {
 	if t.capture != nil {
 		return ErrNotStageable
@@ -508,20 +508,6 @@ func (t *Txn) putBlob(key, data []byte, check bool) error {
 		loc.check, loc.hasCheck = tailCheck(key, data)
 	}
 	return t.Set(key, loc.encode())
-}
-
-// readBlob appends the bytes of the blob stored under key at loc to dst
-// (packs.readFrom); bytes that fail loc's tail check are ErrCorrupt: they
-// are not those stored under key.
-func (t *Txn) readBlob(dst, key []byte, loc chunkLoc, exact bool) ([]byte, error) {
-	b, err := t.db.packs.readFrom(dst, loc, exact)
-	if err != nil || !loc.hasCheck {
-		return b, err
-	}
-	if c, _ := tailCheck(key, b[len(dst):]); c != loc.check {
-		return dst, fmt.Errorf("pack %d at %d: the %d bytes there are not those stored under key %x: %w", loc.pack, loc.off, loc.len, key, ErrCorrupt)
-	}
-	return b, nil
 }
 
 // DeleteBlob removes what PutBlob stored; the bytes are freed once the
@@ -551,16 +537,22 @@ func (t *Txn) GetBlob(key []byte) ([]byte, error) {
 
 // appendBlob appends the blob stored under key to dst, read exactly (see
 // packs.exactFile; for blobs read in no particular order) or through the
-// page cache, and returns the extended slice, or dst and an error. checked
-// reports that the blob's location had a tail check, which it passed
-// (readBlob).
+// page cache, and returns the extended slice, or dst and an error. Bytes
+// that fail their location's tail check are ErrCorrupt: they are not those
+// stored under key. checked reports that the location had a tail check,
+// which the bytes passed.
 func (t *Txn) appendBlob(dst, key []byte, exact bool) (b []byte, checked bool, err error) {
 	loc, err := t.blobLoc(key)
 	if err != nil {
 		return dst, false, err
 	}
-	b, err = t.readBlob(dst, key, loc, exact)
-	return b, err == nil && loc.hasCheck, err
+	if b, err = t.db.packs.readFrom(dst, loc, exact); err != nil || !loc.hasCheck {
+		return b, false, err
+	}
+	if c, _ := tailCheck(key, b[len(dst):]); c != loc.check {
+		return dst, false, fmt.Errorf("pack %d at %d: the %d bytes there are not those stored under key %x: %w", loc.pack, loc.off, loc.len, key, ErrCorrupt)
+	}
+	return b, true, nil
 }
 
 // blobLoc returns where the blob PutBlob stored under key lies.
@@ -580,11 +572,7 @@ func (db *DB) PrefetchChunks(ids []peerdrive.ChunkID) {
 	var locs []chunkLoc
 	_ = db.View(func(t *Txn) error {
 		for _, id := range ids {
-			v, err := t.Get(chunkKey(id))
-			if err != nil {
-				continue
-			}
-			if loc, err := decodeLoc(v); err == nil {
+			if loc, err := t.blobLoc(chunkKey(id)); err == nil {
 				locs = append(locs, loc)
 			}
 		}
@@ -633,7 +621,8 @@ func (l Loc) Size() int64 { return int64(l.l.len) }
 // ChunkLoc returns where chunk id's sealed bytes lie, or ErrNotFound. A
 // reader of part of a chunk (ReadAt) asks again after reading: a chunk
 // deleted meanwhile may have had its bytes freed under the read, which a
-// whole read would catch by its hash and a partial one cannot.
+// whole read would catch by its tail check (or hash) and AEAD, and a
+// partial one cannot.
 func (t *Txn) ChunkLoc(id peerdrive.ChunkID) (Loc, error) {
 	loc, err := t.blobLoc(chunkKey(id))
 	return Loc{loc}, err

@@ -23,9 +23,10 @@ type chunkCache struct {
 	order *list.List // front: most recent
 	m     map[peerdrive.ChunkID]*list.Element
 	loads map[peerdrive.ChunkID]*chunkLoad // loads in flight
-	// opened are local chunk envelopes opened whole (hashed to their ID
-	// and authenticated) since the start: a small read of one out of the
-	// cache decrypts only its part (Tree.ReadChunkAt). At most maxOpened.
+	// opened are local chunk envelopes opened whole (checked to be their
+	// ID's, by their location's tail check or their hash, and
+	// authenticated) since the start: a small read of one out of the cache
+	// decrypts only its part (Tree.ReadChunkAt). At most maxOpened.
 	opened map[peerdrive.ChunkID]openedEnv
 }
 

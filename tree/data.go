@@ -486,8 +486,8 @@ const partialMax = 128 << 10
 
 // ReadChunkAt copies the plaintext of ref from offset off on into out, as
 // much as there is, and returns the bytes copied. A small read of a chunk
-// out of the cache whose local envelope was opened whole before (hashed to
-// its ID and authenticated) decrypts only its part: the envelope's header
+// out of the cache whose local envelope was opened whole before (checked
+// to be its ID's and authenticated, loadChunk) decrypts only its part: the envelope's header
 // and length are compared with those opened, and its bytes are taken to be
 // the same, as the kernel's page cache of a plain file takes the disk's
 // (docs/format.md §3). A random reader of a large file, which misses the
