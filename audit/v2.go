@@ -129,13 +129,5 @@ func VerifyV2(id [32]byte, size int64, leaf int, leafBytes []byte, proof Proof) 
 // shard: ErrVersion if one is of another version, ErrMismatch if one does
 // not verify.
 func CheckV2(id [32]byte, size int64, answers []Answer) error {
-	for _, a := range answers {
-		if a.Version != Version2 {
-			return fmt.Errorf("leaf %d: version %d: %w", a.Index, a.Version, ErrVersion)
-		}
-		if err := VerifyV2(id, size, a.Index, a.Data, a.Proof); err != nil {
-			return err
-		}
-	}
-	return nil
+	return check(Version2, VerifyV2, id, size, answers)
 }
