@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/peerdrive/peerdrive"
 )
@@ -85,5 +86,34 @@ func TestServerBuffersReused(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestBodiesAligned: PUT bodies are page-aligned with a capacity of whole
+// pages, fresh or pooled, so that the store writes them with O_DIRECT;
+// buffers that grew out of their array are not pooled.
+func TestBodiesAligned(t *testing.T) {
+	aligned := func(b []byte) bool {
+		return uintptr(unsafe.Pointer(unsafe.SliceData(b)))%bodyAlign == 0 && cap(b)%bodyAlign == 0
+	}
+	for _, n := range []int{1, 4095, 4096, 4097, 1<<20 + 41, 3 << 20} {
+		b := getBody(n, 0)
+		if len(b) != n || cap(b) < n || !aligned(b) {
+			t.Fatalf("getBody(%d): len %d cap %d, aligned %v", n, len(b), cap(b), aligned(b))
+		}
+		putBody(b)
+	}
+	if b := getBody(0, getBodyCap); len(b) != 0 || !aligned(b) {
+		t.Fatalf("getBody for a GET: len %d cap %d", len(b), cap(b))
+	}
+	grown := append(getBody(10, 0)[:10:10], make([]byte, 5000)...)
+	if aligned(grown) {
+		t.Skip("the grown slice happens to be aligned")
+	}
+	putBody(grown)
+	for range 100 {
+		if b := getBody(1, 0); !aligned(b) {
+			t.Fatalf("pooled an unaligned buffer: cap %d", cap(b))
+		}
 	}
 }

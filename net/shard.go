@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -156,7 +157,7 @@ func (sv *shardServer) serve(s network.Stream, br *bufio.Reader, rq request, rem
 			return
 		}
 		defer sv.unreserve(size)
-		data := getBody(int(size))
+		data := getBody(int(size), 0)
 		defer putBody(data)
 		if _, err := io.ReadFull(br, data); err != nil {
 			log.Debug("shard put: body not received", "shard", rq.id.Short(), "err", err)
@@ -271,26 +272,40 @@ func (sv *shardServer) get(ctx context.Context, id peerdrive.ShardID) ([]byte, f
 		data, err := sv.store.Get(ctx, id)
 		return data, func() {}, err
 	}
-	data, err := g.GetInto(ctx, id, getBody(0)[:0])
+	data, err := g.GetInto(ctx, id, getBody(0, getBodyCap))
 	return data, func() { putBody(data) }, err
 }
 
 // PUT bodies are read into pooled buffers: a fresh megabyte per shard cost
 // its page faults and zeroing (about a twentieth of a storage peer's CPU
-// while it took a sync's shards).
+// while it took a sync's shards). They are page-aligned, their capacity a
+// whole number of pages, so that a store that writes shards with O_DIRECT
+// (store.Shards) takes them as they are, without a copy.
 var bodies sync.Pool // *[]byte
 
-// getBody returns a buffer of n bytes, its contents undefined.
-func getBody(n int) []byte {
+// bodyAlign is the alignment of bodies: the page size.
+const bodyAlign = 4096
+
+// getBodyCap is the room of a fresh buffer for a GET's reply: a shard of a
+// full segment (4 MiB in 4 data shards) fits.
+const getBodyCap = 2 << 20
+
+// getBody returns a buffer of n bytes, its contents undefined; a fresh one
+// has room for at least room.
+func getBody(n, room int) []byte {
 	if b, ok := bodies.Get().(*[]byte); ok && cap(*b) >= n {
 		return (*b)[:n]
 	}
-	return make([]byte, n)
+	size := (max(n, room) + bodyAlign - 1) &^ (bodyAlign - 1)
+	raw := make([]byte, size+bodyAlign)
+	skip := (bodyAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%bodyAlign)) % bodyAlign
+	return raw[skip : skip+n : skip+size]
 }
 
-// putBody returns b to the pool; large ones are not kept.
+// putBody returns b to the pool: large ones are not kept, nor ones that
+// grew out of their aligned array.
 func putBody(b []byte) {
-	if cap(b) > 4<<20 {
+	if cap(b) > 4<<20 || cap(b)%bodyAlign != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%bodyAlign != 0 {
 		return
 	}
 	bodies.Put(&b)

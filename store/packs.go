@@ -96,10 +96,14 @@ type packs struct {
 	mu     sync.Mutex
 	files  map[uint32]*os.File
 	exact  map[uint32]exactPack // read-only, for reads of no more than asked (exactFile)
-	active uint32
-	end    uint64          // append offset of the active pack
-	kicked uint64          // writeback of the active pack was started up to here
-	dirty  map[uint32]bool // packs appended to since the last sync took the set
+	direct map[uint32]*os.File  // write-only, O_DIRECT, for shards (directFile)
+	// noDirect: the file system refused O_DIRECT; shards go through the
+	// page cache.
+	noDirect bool
+	active   uint32
+	end      uint64          // append offset of the active pack
+	kicked   uint64          // writeback of the active pack was started up to here
+	dirty    map[uint32]bool // packs appended to since the last sync took the set
 
 	syncMu sync.Mutex // held through a sync
 }
@@ -116,7 +120,7 @@ func openPacks(dir string) (*packs, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("packs: %w", err)
 	}
-	p := &packs{dir: dir, files: map[uint32]*os.File{}, exact: map[uint32]exactPack{}, dirty: map[uint32]bool{}}
+	p := &packs{dir: dir, files: map[uint32]*os.File{}, exact: map[uint32]exactPack{}, direct: map[uint32]*os.File{}, dirty: map[uint32]bool{}}
 	names, err := filepath.Glob(filepath.Join(dir, "pack-*"))
 	if err != nil {
 		return nil, err
@@ -159,27 +163,49 @@ func (p *packs) file(num uint32) (*os.File, error) {
 }
 
 // append writes data at the end of the active pack and returns its place.
-// Concurrent appends write in parallel.
-func (p *packs) append(data []byte) (chunkLoc, error) {
+// Concurrent appends write in parallel. With direct, data is written with
+// O_DIRECT when it can be (see directWrite).
+func (p *packs) append(data []byte, direct bool) (chunkLoc, error) {
+	direct = direct && p.directOK(data)
 	p.mu.Lock()
-	if p.end+uint64(len(data)) > packMaxSize && p.end > 0 {
+	if direct {
+		p.end = alignUp(p.end)
+	}
+	size := uint64(len(data))
+	if direct {
+		size = alignUp(size)
+	}
+	if p.end+size > packMaxSize && p.end > 0 {
 		p.active++
 		p.end, p.kicked = 0, 0
 	}
 	loc := chunkLoc{pack: p.active, off: p.end, len: uint32(len(data))}
-	f, err := p.file(p.active)
+	var f *os.File
+	var err error
+	if direct {
+		f, err = p.directFile(p.active)
+		if f == nil && err == nil { // the file system takes no O_DIRECT
+			direct, size = false, uint64(len(data))
+		}
+	}
+	if !direct && err == nil {
+		f, err = p.file(p.active)
+	}
 	if err != nil {
 		p.mu.Unlock()
 		return loc, err
 	}
-	p.end += uint64(len(data))
-	from, kick := p.kicked, p.end-p.kicked >= writebackStep
+	p.end += size
+	from, kick := p.kicked, !direct && p.end-p.kicked >= writebackStep
 	if kick {
 		p.kicked = p.end
 	}
 	p.mu.Unlock()
 	if appendHook != nil {
 		appendHook()
+	}
+	if direct {
+		data = data[:size] // the padding up to a page: the next append starts past it
 	}
 	if _, err := f.WriteAt(data, int64(loc.off)); err != nil {
 		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
@@ -189,7 +215,9 @@ func (p *packs) append(data []byte) (chunkLoc, error) {
 	}
 	// Only now is the pack dirty: a sync that took the dirty set while the
 	// write was under way may have missed its bytes, and must not take the
-	// mark with it.
+	// mark with it. A direct write is on the disk, but perhaps only in
+	// its cache, and the file's new size and blocks only in the journal:
+	// fdatasync makes them durable.
 	p.mu.Lock()
 	p.dirty[loc.pack] = true
 	p.mu.Unlock()
@@ -198,6 +226,55 @@ func (p *packs) append(data []byte) (chunkLoc, error) {
 		_ = unix.SyncFileRange(int(f.Fd()), int64(from), int64(loc.off+uint64(loc.len)-from), unix.SYNC_FILE_RANGE_WRITE)
 	}
 	return loc, nil
+}
+
+// Direct writes. A storage node writes a shard once and reads it at most
+// once more, for a peer that keeps it (or an audit), and its reads skip
+// the page cache already (exactFile): writing shards through the page cache
+// filled its host's memory with other people's data, at a copy and the
+// page bookkeeping per byte, and evicted what the host's owner had cached.
+// So shards of directMin bytes or more are written with O_DIRECT, from a
+// buffer that is page-aligned with a capacity to the next page (the
+// network's PUT bodies are), at a page-aligned offset; the pack holds up to
+// a page of padding after each. Anything else, or where the file system
+// refuses O_DIRECT, goes through the page cache as before.
+const directMin = 64 << 10
+
+// directWrites says to write shards with O_DIRECT; tests turn it off to
+// test the other way.
+var directWrites = true
+
+func alignUp(n uint64) uint64 { return (n + directAlign - 1) &^ (directAlign - 1) }
+
+// directOK reports whether data can be written with O_DIRECT as it is.
+func (p *packs) directOK(data []byte) bool {
+	return directWrites && len(data) >= directMin &&
+		uint64(cap(data)) >= alignUp(uint64(len(data))) &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
+}
+
+// directFile returns pack num opened for O_DIRECT writes, or nil (and no
+// error) if its file system refuses O_DIRECT. p.mu is held.
+func (p *packs) directFile(num uint32) (*os.File, error) {
+	if p.noDirect {
+		return nil, nil
+	}
+	if f, ok := p.direct[num]; ok {
+		return f, nil
+	}
+	if _, err := p.file(num); err != nil { // creates it
+		return nil, err
+	}
+	f, err := os.OpenFile(p.path(num), os.O_WRONLY|unix.O_DIRECT, 0)
+	if errors.Is(err, unix.EINVAL) {
+		p.noDirect = true
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pack %d: %w", num, err)
+	}
+	p.direct[num] = f
+	return f, nil
 }
 
 // Test hooks: appendHook runs between an append's reservation and its
@@ -397,6 +474,9 @@ func (p *packs) close() error {
 	}
 	for _, e := range p.exact {
 		errs = append(errs, e.f.Close())
+	}
+	for _, f := range p.direct {
+		errs = append(errs, f.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -26,7 +26,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 	var want [][]byte
 	for i := range 8 {
 		b := bytes.Repeat([]byte{byte('a' + i)}, size)
-		loc, err := p.append(b)
+		loc, err := p.append(b, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestSyncDuringAppend(t *testing.T) {
 		}
 	}
 	defer func() { appendHook = nil }()
-	loc, err := p.append([]byte("data"))
+	loc, err := p.append([]byte("data"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestSyncWaitsForSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.close()
-	if _, err := p.append([]byte("data")); err != nil {
+	if _, err := p.append([]byte("data"), false); err != nil {
 		t.Fatal(err)
 	}
 	taken, release := make(chan struct{}), make(chan struct{})
@@ -180,7 +180,7 @@ func readExactUnaligned(t *testing.T) {
 		for j := range b {
 			b[j] = byte(i*31 + j*7)
 		}
-		loc, err := p.append(b)
+		loc, err := p.append(b, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,5 +205,125 @@ func readExactUnaligned(t *testing.T) {
 	past.off += 10
 	if _, err := p.readFrom(nil, past, true); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("blob past the end: %v, want ErrCorrupt", err)
+	}
+}
+
+// alignedBuf returns n bytes of fill, page-aligned, with a capacity to the
+// next page: as the network's PUT bodies are.
+func alignedBuf(n int, fill byte) []byte {
+	size := int(alignUp(uint64(n)))
+	raw := make([]byte, size+directAlign)
+	skip := (directAlign - int(uintptr(unsafe.Pointer(&raw[0]))%directAlign)) % directAlign
+	b := raw[skip : skip+n : skip+size]
+	for i := range b {
+		b[i] = fill
+	}
+	return b
+}
+
+// TestDirectWrites: blobs appended with direct that can be (large, aligned,
+// room to the next page) skip the page cache and start on a page; the others
+// go through it; all read back the same, before and after a reopen, and
+// appends after a direct one continue past its padding.
+func TestDirectWrites(t *testing.T) {
+	dir := t.TempDir()
+	p, err := openPacks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type blob struct {
+		data     []byte
+		direct   bool // asked for
+		skipping bool // expected to skip the page cache
+	}
+	unaligned := alignedBuf(200<<10+1, 'u')[1:]
+	blobs := []blob{
+		{[]byte("small first"), true, false},
+		{alignedBuf(1<<20+41, 'a'), true, true},
+		{alignedBuf(100<<10, 'b'), false, false}, // not asked
+		{unaligned, true, false},
+		{alignedBuf(directMin-1, 'c'), true, false}, // too small
+		{alignedBuf(directMin, 'd'), true, true},
+		{alignedBuf(1<<20, 'e')[: 1<<20-5 : 1<<20-5], true, false}, // no room to pad
+		{[]byte("small last"), false, false},
+	}
+	locs := make([]chunkLoc, len(blobs))
+	for i, b := range blobs {
+		if locs[i], err = p.append(b.data, b.direct); err != nil {
+			t.Fatal(err)
+		}
+		if b.skipping && locs[i].off%directAlign != 0 {
+			t.Errorf("blob %d written directly at %d, not on a page", i, locs[i].off)
+		}
+		if i > 0 && locs[i].off < locs[i-1].off+uint64(locs[i-1].len) {
+			t.Fatalf("blob %d at %d overlaps blob %d", i, locs[i].off, i-1)
+		}
+	}
+	if p.noDirect {
+		t.Skip("this file system refuses O_DIRECT")
+	}
+	f, err := os.Open(p.path(locs[0].pack))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	resident := func(loc chunkLoc) int {
+		pg := os.Getpagesize()
+		start := loc.off &^ uint64(pg-1)
+		vec := make([]byte, (loc.off+uint64(loc.len)-start+uint64(pg)-1)/uint64(pg))
+		r := m[start : loc.off+uint64(loc.len)]
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r[0])), uintptr(len(r)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal(e)
+		}
+		n := 0
+		for _, v := range vec {
+			n += int(v & 1)
+		}
+		return n
+	}
+	for i, b := range blobs {
+		if n := resident(locs[i]); b.skipping != (n == 0) {
+			t.Errorf("blob %d: %d pages in the page cache, skipping %v", i, n, b.skipping)
+		}
+	}
+	check := func(p *packs, when string) {
+		t.Helper()
+		for i, b := range blobs {
+			for _, exact := range []bool{false, true} {
+				got, err := p.readFrom(nil, locs[i], exact)
+				if err != nil || !bytes.Equal(got, b.data) {
+					t.Fatalf("%s: blob %d (exact %v): %v, equal %v", when, i, exact, err, bytes.Equal(got, b.data))
+				}
+			}
+		}
+	}
+	check(p, "written")
+	if err := p.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = openPacks(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	check(p, "reopened")
+	more := alignedBuf(300<<10, 'f')
+	loc, err := p.append(more, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := locs[len(locs)-1]; loc.off < last.off+uint64(last.len) || loc.off%directAlign != 0 {
+		t.Fatalf("append after reopen at %d, last blob ends at %d", loc.off, last.off+uint64(last.len))
+	}
+	if got, err := p.readFrom(nil, loc, true); err != nil || !bytes.Equal(got, more) {
+		t.Fatalf("append after reopen: %v", err)
 	}
 }

@@ -204,7 +204,8 @@ func (s *Shards) put(ctx context.Context, owner string, id peerdrive.ShardID, da
 	hold := encodeHold(size, expiry)
 	err = s.db.Update(need, func(t *Txn) error {
 		if !stored {
-			if err := t.PutBlob(shardKey(id), data); err != nil {
+			// A shard skips the page cache (packs.append).
+			if err := t.putBlob(shardKey(id), data, false, true); err != nil {
 				return err
 			}
 		}

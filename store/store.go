@@ -492,15 +492,16 @@ func chunkKey(id peerdrive.ChunkID) []byte {
 // PutBlob stores large opaque bytes under key: the bytes go to a pack file
 // at once, their location into the transaction. If the transaction does not
 // commit, the bytes are left unreferenced.
-func (t *Txn) PutBlob(key, data []byte) error { return t.putBlob(key, data, false) }
+func (t *Txn) PutBlob(key, data []byte) error { return t.putBlob(key, data, false, false) }
 
 // putBlob is PutBlob; with check, the location records the bytes' tail
-// check (tailCheck), which every read then compares (appendBlob).
-func (t *Txn) putBlob(key, data []byte, check bool) error {
+// check (tailCheck), which every read then compares (appendBlob); with
+// direct, the bytes skip the page cache if they can (packs.append).
+func (t *Txn) putBlob(key, data []byte, check, direct bool) error {
 	if t.capture != nil {
 		return ErrNotStageable
 	}
-	loc, err := t.db.packs.append(data)
+	loc, err := t.db.packs.append(data, direct)
 	if err != nil {
 		return err
 	}
@@ -588,7 +589,7 @@ func (db *DB) PrefetchChunks(ids []peerdrive.ChunkID) {
 // the tail check of its last 16 bytes, an AEAD envelope's tag, under id: a
 // read that passes it is reading the envelope stored here (AppendChunk).
 func (t *Txn) PutChunk(id peerdrive.ChunkID, sealed []byte) error {
-	return t.putBlob(chunkKey(id), sealed, true)
+	return t.putBlob(chunkKey(id), sealed, true, false)
 }
 
 // DeleteChunk removes a sealed chunk.
