@@ -124,6 +124,9 @@ func (f *FS) fillAttr(ino peerdrive.Ino, in *peerdrive.Inode, a *fuse.Attr) {
 	a.Ino = uint64(ino)
 	a.Size = in.Size
 	a.Blocks = (in.Size + 511) / 512
+	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		a.Blocks = 0 // its size counts entries (tree.grewDir), as on tmpfs
+	}
 	if in.Mode&syscall.S_IFMT == syscall.S_IFREG && in.Alloc > 0 {
 		if n, busy := f.buffered(ino); !busy {
 			data := min(in.Alloc-1+uint64(n), in.Size) // an overwrite counts twice

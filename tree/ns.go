@@ -114,14 +114,33 @@ func (t *Tree) Mknode(ctx context.Context, dir peerdrive.Ino, name string, in pe
 		}
 		if isDir(in.Mode) {
 			in.Nlink = 2
+			in.Size = emptyDirSize
 			p.Nlink++
 		}
 		p.Mtime, p.Ctime = now, now
+		grewDir(p)
 		ino, err = t.newEntry(tx, touched, dir, name, in, xattrs)
 		return err
 	})
 	return ino, in, err
 }
+
+// A directory's size is reported as tmpfs reports it: 40 bytes empty
+// (BOGO_DIRENT_SIZE for "." and ".."), 20 more per entry. Programs that
+// size buffers from st_size, or take a size of 0 for an empty directory
+// nobody could have made on Linux, see what they expect. Directories made
+// before sizes were kept start from 0, and count from 40 at their first
+// change; the figure is never negative nor below 40 after a change.
+const (
+	direntSize   = 20
+	emptyDirSize = 2 * direntSize
+)
+
+// grewDir counts a new entry in directory p's size.
+func grewDir(p *peerdrive.Inode) { p.Size = max(p.Size, emptyDirSize) + direntSize }
+
+// shrankDir counts a removed entry in directory p's size.
+func shrankDir(p *peerdrive.Inode) { p.Size = max(p.Size, emptyDirSize+direntSize) - direntSize }
 
 // newEntry gives in, a new inode with its times and link count set, a
 // number and the name name in dir, with the extended attributes xattrs.
@@ -221,6 +240,7 @@ func (t *Tree) Link(ctx context.Context, dir peerdrive.Ino, name string, ino pee
 		c.Nlink++
 		c.Ctime = now
 		p.Mtime, p.Ctime = now, now
+		grewDir(p)
 		out = *c
 		return t.putDirent(tx, dir, peerdrive.Dirent{Name: name, Ino: ino, Mode: c.Mode & syscall.S_IFMT})
 	})
@@ -266,6 +286,7 @@ func (t *Tree) removeEntry(tx *store.Txn, touched map[peerdrive.Ino]bool, dir pe
 	}
 	now := Now()
 	p.Mtime, p.Ctime = now, now
+	shrankDir(p)
 	c.Ctime = now
 	if isDir(c.Mode) {
 		c.Nlink = 0
@@ -427,12 +448,17 @@ func (t *Tree) rename(ctx context.Context, dir1 peerdrive.Ino, name1 string, dir
 			p1.Nlink--
 			p2.Nlink++
 		}
+		if dir1 != dir2 {
+			shrankDir(p1)
+			grewDir(p2)
+		}
 		s.Ctime = now
 		p1.Mtime, p1.Ctime, p2.Mtime, p2.Ctime = now, now, now, now
 		if wh != nil {
 			w := *wh
 			w.Atime, w.Mtime, w.Ctime, w.Btime = now, now, now, now
 			w.Nlink = 1
+			grewDir(p1) // name1 is back, the whiteout
 			whIno, err = t.newEntry(tx, touched, dir1, name1, w, whX)
 			return err
 		}

@@ -222,7 +222,7 @@ func putFormat(tx *store.Txn) error {
 
 func (t *Tree) format(o Options) error {
 	now := time.Now().UnixNano()
-	root := peerdrive.Inode{Mode: syscall.S_IFDIR | 0o755, UID: o.RootUID, GID: o.RootGID, Nlink: 2,
+	root := peerdrive.Inode{Mode: syscall.S_IFDIR | 0o755, UID: o.RootUID, GID: o.RootGID, Nlink: 2, Size: emptyDirSize,
 		Atime: now, Mtime: now, Ctime: now, Btime: now}
 	t.next, t.limit = uint64(peerdrive.RootIno)+1, uint64(peerdrive.RootIno)+1
 	t.stats.Inodes = 1

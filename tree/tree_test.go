@@ -353,3 +353,75 @@ func TestFormatVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestDirSizes: a directory's size counts its entries as tmpfs does: 40
+// empty, 20 more per entry, through every change of the namespace.
+func TestDirSizes(t *testing.T) {
+	ctx := context.Background()
+	tr, db := openTestTree(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	mk := func(dir peerdrive.Ino, name string, mode uint32) peerdrive.Ino {
+		t.Helper()
+		ino, _, err := tr.Mknode(ctx, dir, name, peerdrive.Inode{Mode: mode | 0o755})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ino
+	}
+	size := func(ino peerdrive.Ino) uint64 {
+		t.Helper()
+		in, err := tr.Inode(ctx, ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.Size
+	}
+	root := peerdrive.RootIno
+	if got := size(root); got != 40 {
+		t.Fatalf("new root: %d", got)
+	}
+	d := mk(root, "d", syscall.S_IFDIR)
+	e := mk(root, "e", syscall.S_IFDIR)
+	f := mk(d, "f", syscall.S_IFREG)
+	mk(d, "g", syscall.S_IFREG)
+	sub := mk(d, "sub", syscall.S_IFDIR)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []struct {
+		what  string
+		do    func() error
+		d, e  uint64
+		other uint64 // sub's size
+	}{
+		{"made", func() error { return nil }, 100, 40, 40},
+		{"link", func() error { _, err := tr.Link(ctx, e, "f2", f); return err }, 100, 60, 40},
+		{"rename within", func() error { _, _, err := tr.Rename(ctx, d, "g", d, "g2", 0); return err }, 100, 60, 40},
+		{"rename across", func() error { _, _, err := tr.Rename(ctx, d, "g2", e, "g", 0); return err }, 80, 80, 40},
+		{"rename over", func() error { _, _, err := tr.Rename(ctx, e, "g", e, "f2", 0); return err }, 80, 60, 40},
+		{"exchange", func() error { _, _, err := tr.Rename(ctx, d, "f", e, "f2", RenameExchange); return err }, 80, 60, 40},
+		{"whiteout", func() error {
+			_, _, _, err := tr.RenameWhiteout(ctx, d, "f", sub, "w", 0, peerdrive.Inode{Mode: syscall.S_IFCHR})
+			return err
+		}, 80, 60, 60},
+		{"unlink", func() error { _, _, err := tr.Unlink(ctx, sub, "w"); return err }, 80, 60, 40},
+		{"rmdir", func() error { _, err := tr.Rmdir(ctx, d, "sub"); return err }, 60, 60, 40},
+	}
+	for _, s := range steps {
+		must(s.do())
+		if gd, ge := size(d), size(e); gd != s.d || ge != s.e {
+			t.Fatalf("%s: d %d, e %d; want %d, %d", s.what, gd, ge, s.d, s.e)
+		}
+		if s.what != "rmdir" {
+			if gs := size(sub); gs != s.other {
+				t.Fatalf("%s: sub %d, want %d", s.what, gs, s.other)
+			}
+		}
+	}
+	if got := size(root); got != 80 {
+		t.Fatalf("root with d and e: %d", got)
+	}
+}
