@@ -164,7 +164,7 @@ func (p *packs) file(num uint32) (*os.File, error) {
 
 // append writes data at the end of the active pack and returns its place.
 // Concurrent appends write in parallel. With direct, data is written with
-// O_DIRECT when it can be (see directWrite).
+// O_DIRECT when it can be (see directOK).
 func (p *packs) append(data []byte, direct bool) (chunkLoc, error) {
 	direct = direct && p.directOK(data)
 	p.mu.Lock()
@@ -204,10 +204,7 @@ func (p *packs) append(data []byte, direct bool) (chunkLoc, error) {
 	if appendHook != nil {
 		appendHook()
 	}
-	if direct {
-		data = data[:size] // the padding up to a page: the next append starts past it
-	}
-	if _, err := f.WriteAt(data, int64(loc.off)); err != nil {
+	if err := p.writeAt(f, data, size, loc, direct); err != nil {
 		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 			return loc, fmt.Errorf("pack %d: %w: %v", loc.pack, ErrNoSpace, err)
 		}
@@ -275,6 +272,29 @@ func (p *packs) directFile(num uint32) (*os.File, error) {
 	}
 	p.direct[num] = f
 	return f, nil
+}
+
+// writeAt writes data at loc through f: with direct (f opened with
+// O_DIRECT), with the padding up to size, bytes of data's array past it
+// that are never read; the next append starts past them.
+func (p *packs) writeAt(f *os.File, data []byte, size uint64, loc chunkLoc, direct bool) error {
+	if direct {
+		_, err := f.WriteAt(data[:size], int64(loc.off))
+		if !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// An alignment the device wants beyond directAlign: through the
+		// page cache, from now on.
+		p.mu.Lock()
+		p.noDirect = true
+		f, err = p.file(loc.pack)
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	_, err := f.WriteAt(data, int64(loc.off))
+	return err
 }
 
 // Test hooks: appendHook runs between an append's reservation and its
