@@ -49,19 +49,7 @@ func TestReadExactReadsNoMore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Munmap(m)
-	resident := func(loc chunkLoc) int {
-		pg := os.Getpagesize()
-		vec := make([]byte, (int(loc.len)+pg-1)/pg)
-		r := m[loc.off : loc.off+uint64(loc.len)]
-		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r[0])), uintptr(len(r)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-			t.Fatal(e)
-		}
-		n := 0
-		for _, v := range vec {
-			n += int(v & 1)
-		}
-		return n
-	}
+	resident := func(loc chunkLoc) int { return residentPages(t, m, loc) }
 	if n := resident(locs[1]); n != 0 {
 		t.Skipf("page cache not dropped (%d pages of blob 1 resident): cannot tell", n)
 	}
@@ -273,20 +261,7 @@ func TestDirectWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Munmap(m)
-	resident := func(loc chunkLoc) int {
-		pg := os.Getpagesize()
-		start := loc.off &^ uint64(pg-1)
-		vec := make([]byte, (loc.off+uint64(loc.len)-start+uint64(pg)-1)/uint64(pg))
-		r := m[start : loc.off+uint64(loc.len)]
-		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r[0])), uintptr(len(r)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-			t.Fatal(e)
-		}
-		n := 0
-		for _, v := range vec {
-			n += int(v & 1)
-		}
-		return n
-	}
+	resident := func(loc chunkLoc) int { return residentPages(t, m, loc) }
 	for i, b := range blobs {
 		if n := resident(locs[i]); b.skipping != (n == 0) {
 			t.Errorf("blob %d: %d pages in the page cache, skipping %v", i, n, b.skipping)
@@ -326,4 +301,22 @@ func TestDirectWrites(t *testing.T) {
 	if got, err := p.readFrom(nil, loc, true); err != nil || !bytes.Equal(got, more) {
 		t.Fatalf("append after reopen: %v", err)
 	}
+}
+
+// residentPages counts the pages of loc's bytes, in the pack mapped at m,
+// that are in the page cache (mincore).
+func residentPages(t *testing.T, m []byte, loc chunkLoc) int {
+	t.Helper()
+	pg := uint64(os.Getpagesize())
+	start := loc.off &^ (pg - 1)
+	vec := make([]byte, (loc.off+uint64(loc.len)-start+pg-1)/pg)
+	r := m[start : loc.off+uint64(loc.len)]
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r[0])), uintptr(len(r)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
 }
