@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,10 +173,68 @@ func (db *DB) Sync() error {
 	if err := db.bdb.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", db.dir, err)
 	}
+	if err := db.syncOlderLogs(); err != nil {
+		return fmt.Errorf("sync store %s: %w", db.dir, err)
+	}
 	for s := db.synced.Load(); s < n && !db.synced.CompareAndSwap(s, n); s = db.synced.Load() {
 	}
 	return nil
 }
+
+// syncOlderLogs fdatasyncs the logs of badger's memtables but the newest.
+// badger's DB.Sync syncs the current memtable's log (and the value log)
+// only; when a memtable fills (every memTableSize of records), it is
+// written to a table in the background, msynced, and its log deleted, and
+// until then its last commits are only in the page cache: a commit made
+// just before the switch, and then synced, was not durable against a power
+// cut for as long as that took. A log that is gone meanwhile is in a table.
+// With one memtable (nearly always) it costs a directory read.
+func (db *DB) syncOlderLogs() error {
+	d, err := os.Open(db.dir)
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	var logs []int
+	for _, n := range names {
+		var fid int
+		if strings.HasSuffix(n, ".mem") {
+			if _, err := fmt.Sscanf(n, "%d.mem", &fid); err == nil {
+				logs = append(logs, fid)
+			}
+		}
+	}
+	if len(logs) < 2 {
+		return nil
+	}
+	slices.Sort(logs)
+	for _, fid := range logs[:len(logs)-1] {
+		if memSyncHook != nil {
+			memSyncHook(fid)
+		}
+		f, err := os.Open(filepath.Join(db.dir, fmt.Sprintf("%05d.mem", fid)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = unix.Fdatasync(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("memtable log %d: %w", fid, err)
+		}
+	}
+	return nil
+}
+
+// memSyncHook, if set (by tests), is called with the number of each older
+// memtable log syncOlderLogs syncs.
+var memSyncHook func(fid int)
 
 // SyncShared is Sync for many concurrent callers: each returns once a sync
 // that began after its call has finished, and callers that arrive while one

@@ -1,6 +1,11 @@
 package store
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 // TestSyncSkipsWhenClean: Sync goes to the disk only if a transaction wrote
 // something since the last one (and the first time after Open).
@@ -43,5 +48,79 @@ func TestSyncSkipsWhenClean(t *testing.T) {
 		if disk != c.want {
 			t.Errorf("after %s: Sync went to the disk %d times, want %d", c.name, disk, c.want)
 		}
+	}
+}
+
+// TestSyncOlderMemtableLogs: a Sync made while badger holds a full
+// memtable not yet written to a table syncs that memtable's log too (and
+// never the current one's, which badger's own Sync does).
+func TestSyncOlderMemtableLogs(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, Options{Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var synced []int
+	memSyncHook = func(fid int) { synced = append(synced, fid) }
+	defer func() { memSyncHook = nil }()
+	val := make([]byte, 1000)
+	for i := 0; i < 100 && len(synced) == 0; i++ {
+		err := db.Update(0, func(tx *Txn) error {
+			for j := range 1000 {
+				if err := tx.Set(fmt.Appendf(nil, "k%03d%04d", i, j), val); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(synced) == 0 {
+		t.Skip("badger wrote every full memtable to a table before a Sync could see it")
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	newest := 0
+	for _, n := range names {
+		var fid int
+		fmt.Sscanf(filepath.Base(n), "%d.mem", &fid)
+		newest = max(newest, fid)
+	}
+	for _, fid := range synced {
+		if fid >= newest {
+			t.Fatalf("synced the log of memtable %d, the newest is %d", fid, newest)
+		}
+	}
+}
+
+// TestSyncOlderLogsPicks: every memtable log but the highest-numbered is
+// synced, by number (badger's names grow past five digits), and other
+// files are left alone.
+func TestSyncOlderLogsPicks(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"00007.mem", "99999.mem", "100000.mem", "00012.vlog", "000003.sst", "MANIFEST", "x.mem.tmp"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("log"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var synced []int
+	memSyncHook = func(fid int) { synced = append(synced, fid) }
+	defer func() { memSyncHook = nil }()
+	if err := (&DB{dir: dir}).syncOlderLogs(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(synced) != "[7 99999]" {
+		t.Fatalf("synced %v, want [7 99999]", synced)
+	}
+	if err := os.Remove(filepath.Join(dir, "00007.mem")); err != nil { // written to a table meanwhile
+		t.Fatal(err)
+	}
+	if err := (&DB{dir: dir}).syncOlderLogs(); err != nil {
+		t.Fatal(err)
 	}
 }
