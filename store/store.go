@@ -69,6 +69,9 @@ type DB struct {
 	// that wrote nothing, costs no disk flush.
 	commits, synced atomic.Uint64
 
+	memMu     sync.Mutex // syncOlderLogs
+	memNewest int        // the newest memtable log syncOlderLogs saw (0: none yet)
+
 	smu             sync.Mutex // SyncShared
 	scond           *sync.Cond
 	sstarted, sdone uint64
@@ -188,8 +191,16 @@ func (db *DB) Sync() error {
 // until then its last commits are only in the page cache: a commit made
 // just before the switch, and then synced, was not durable against a power
 // cut for as long as that took. A log that is gone meanwhile is in a table.
-// With one memtable (nearly always) it costs a directory read.
+// The store's directory is read only when the log after the newest one
+// seen exists (badger numbers them in order): otherwise it costs a stat.
 func (db *DB) syncOlderLogs() error {
+	db.memMu.Lock()
+	defer db.memMu.Unlock()
+	if db.memNewest > 0 {
+		if _, err := os.Stat(db.memLog(db.memNewest + 1)); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
 	d, err := os.Open(db.dir)
 	if err != nil {
 		return err
@@ -208,7 +219,7 @@ func (db *DB) syncOlderLogs() error {
 			}
 		}
 	}
-	if len(logs) < 2 {
+	if len(logs) == 0 {
 		return nil
 	}
 	slices.Sort(logs)
@@ -216,7 +227,7 @@ func (db *DB) syncOlderLogs() error {
 		if memSyncHook != nil {
 			memSyncHook(fid)
 		}
-		f, err := os.Open(filepath.Join(db.dir, fmt.Sprintf("%05d.mem", fid)))
+		f, err := os.Open(db.memLog(fid))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -229,8 +240,12 @@ func (db *DB) syncOlderLogs() error {
 			return fmt.Errorf("memtable log %d: %w", fid, err)
 		}
 	}
+	db.memNewest = logs[len(logs)-1]
 	return nil
 }
+
+// memLog is the path of badger's log of memtable fid.
+func (db *DB) memLog(fid int) string { return filepath.Join(db.dir, fmt.Sprintf("%05d.mem", fid)) }
 
 // memSyncHook, if set (by tests), is called with the number of each older
 // memtable log syncOlderLogs syncs.
