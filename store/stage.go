@@ -96,23 +96,24 @@ func (db *DB) UpdateStaged(need int64, fn func(*Txn) error) error {
 	return db.update(set, fn)
 }
 
-// writeTo writes the staged writes into t (nothing if s is nil).
-func (s *stagedSet) writeTo(t *badger.Txn) error {
+// writeTo writes the staged writes into t (nothing if s is nil); large
+// reports a value that goes to badger's value log (valueThreshold).
+func (s *stagedSet) writeTo(t *badger.Txn) (large bool, err error) {
 	if s == nil {
-		return nil
+		return false, nil
 	}
 	for k, w := range s.m {
-		var err error
 		if w.del {
 			err = t.Delete([]byte(k))
 		} else {
+			large = large || len(w.v) >= valueThreshold
 			err = t.Set([]byte(k), w.v)
 		}
 		if err != nil {
-			return err
+			return large, err
 		}
 	}
-	return nil
+	return large, nil
 }
 
 // CommitStaged commits the staged writes, if any.

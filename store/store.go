@@ -69,8 +69,13 @@ type DB struct {
 	// that wrote nothing, costs no disk flush.
 	commits, synced atomic.Uint64
 
-	memMu     sync.Mutex // syncOlderLogs
-	memNewest int        // the newest memtable log syncOlderLogs saw (0: none yet)
+	memMu     sync.Mutex // syncLogs
+	memNewest int        // the newest memtable log syncLogs saw (0: none yet)
+	memFile   *os.File   // memNewest's log, open for syncs
+	// vlogWrites: something went to badger's value log since the last
+	// Sync, which then syncs through badger (set on open: a killed
+	// process may have left such writes in the page cache).
+	vlogWrites atomic.Bool
 
 	smu             sync.Mutex // SyncShared
 	scond           *sync.Cond
@@ -135,6 +140,7 @@ func Open(dir string, o Options) (*DB, error) {
 	}
 	db := &DB{bdb: bdb, packs: pk, lock: lock, dir: dir, stop: make(chan struct{}), reserve: Reserve}
 	db.commits.Store(1) // the first Sync syncs: what a killed process left in the page cache too
+	db.vlogWrites.Store(true)
 	if o.Reserve != 0 {
 		db.reserve = o.Reserve
 	}
@@ -150,6 +156,11 @@ func (db *DB) Close() error {
 	close(db.stop)
 	db.wg.Wait()
 	err := errors.Join(db.CommitStaged(), db.packs.sync(), db.bdb.Close(), db.packs.close())
+	db.memMu.Lock()
+	if db.memFile != nil {
+		db.memFile.Close()
+	}
+	db.memMu.Unlock()
 	db.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", db.dir, err)
@@ -173,10 +184,23 @@ func (db *DB) Sync() error {
 	if err := db.packs.sync(); err != nil {
 		return err
 	}
-	if err := db.bdb.Sync(); err != nil {
-		return fmt.Errorf("sync store %s: %w", db.dir, err)
+	// badger's DB.Sync msyncs the value log too, a second disk flush even
+	// when nothing went there (values of valueThreshold or more, and
+	// value-log GC, write it): the memtable logs alone are synced then.
+	full := db.vlogWrites.Swap(false)
+	if full {
+		if badgerSyncHook != nil {
+			badgerSyncHook()
+		}
+		if err := db.bdb.Sync(); err != nil {
+			db.vlogWrites.Store(true)
+			return fmt.Errorf("sync store %s: %w", db.dir, err)
+		}
 	}
-	if err := db.syncOlderLogs(); err != nil {
+	if err := db.syncLogs(!full); err != nil {
+		if !full {
+			db.vlogWrites.Store(true) // the next Sync goes through badger
+		}
 		return fmt.Errorf("sync store %s: %w", db.dir, err)
 	}
 	for s := db.synced.Load(); s < n && !db.synced.CompareAndSwap(s, n); s = db.synced.Load() {
@@ -184,20 +208,25 @@ func (db *DB) Sync() error {
 	return nil
 }
 
-// syncOlderLogs fdatasyncs the logs of badger's memtables but the newest.
-// badger's DB.Sync syncs the current memtable's log (and the value log)
-// only; when a memtable fills (every memTableSize of records), it is
-// written to a table in the background, msynced, and its log deleted, and
-// until then its last commits are only in the page cache: a commit made
-// just before the switch, and then synced, was not durable against a power
-// cut for as long as that took. A log that is gone meanwhile is in a table.
-// The store's directory is read only when the log after the newest one
-// seen exists (badger numbers them in order): otherwise it costs a stat.
-func (db *DB) syncOlderLogs() error {
+// syncLogs fdatasyncs the logs of badger's memtables but the newest, and
+// the newest too with current. badger's DB.Sync syncs the current
+// memtable's log (and the value log) only; when a memtable fills (every
+// memTableSize of records), it is written to a table in the background,
+// msynced, and its log deleted, and until then its last commits are only
+// in the page cache: a commit made just before the switch, and then
+// synced, was not durable against a power cut for as long as that took. A
+// log that is gone meanwhile is in a table. The store's directory is read
+// only when the log after the newest one seen exists (badger numbers them
+// in order): otherwise it costs a stat.
+func (db *DB) syncLogs(current bool) error {
 	db.memMu.Lock()
 	defer db.memMu.Unlock()
 	if db.memNewest > 0 {
-		if _, err := os.Stat(db.memLog(db.memNewest + 1)); errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Stat(db.memLog(db.memNewest + 1))
+		if errors.Is(err, fs.ErrNotExist) {
+			if current {
+				return db.syncCurrentLog()
+			}
 			return nil
 		}
 	}
@@ -220,12 +249,15 @@ func (db *DB) syncOlderLogs() error {
 		}
 	}
 	if len(logs) == 0 {
+		if current { // no log where badger keeps them: let badger sync
+			return db.bdb.Sync()
+		}
 		return nil
 	}
 	slices.Sort(logs)
 	for _, fid := range logs[:len(logs)-1] {
 		if memSyncHook != nil {
-			memSyncHook(fid)
+			memSyncHook(fid, false)
 		}
 		f, err := os.Open(db.memLog(fid))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -240,16 +272,48 @@ func (db *DB) syncOlderLogs() error {
 			return fmt.Errorf("memtable log %d: %w", fid, err)
 		}
 	}
-	db.memNewest = logs[len(logs)-1]
+	if newest := logs[len(logs)-1]; newest != db.memNewest {
+		if db.memFile != nil {
+			db.memFile.Close()
+			db.memFile = nil
+		}
+		db.memNewest = newest
+	}
+	if current {
+		return db.syncCurrentLog()
+	}
+	return nil
+}
+
+// syncCurrentLog fdatasyncs the log of memtable db.memNewest, the current
+// one, keeping it open. db.memMu is held.
+func (db *DB) syncCurrentLog() error {
+	if memSyncHook != nil {
+		memSyncHook(db.memNewest, true)
+	}
+	if db.memFile == nil {
+		f, err := os.Open(db.memLog(db.memNewest))
+		if err != nil {
+			return err
+		}
+		db.memFile = f
+	}
+	if err := unix.Fdatasync(int(db.memFile.Fd())); err != nil {
+		return fmt.Errorf("memtable log %d: %w", db.memNewest, err)
+	}
 	return nil
 }
 
 // memLog is the path of badger's log of memtable fid.
 func (db *DB) memLog(fid int) string { return filepath.Join(db.dir, fmt.Sprintf("%05d.mem", fid)) }
 
-// memSyncHook, if set (by tests), is called with the number of each older
-// memtable log syncOlderLogs syncs.
-var memSyncHook func(fid int)
+// Test hooks: memSyncHook is called with the number of each memtable log
+// syncLogs syncs (current: the newest, synced for want of badger's Sync),
+// badgerSyncHook before Sync syncs through badger.
+var (
+	memSyncHook    func(fid int, current bool)
+	badgerSyncHook func()
+)
 
 // SyncShared is Sync for many concurrent callers: each returns once a sync
 // that began after its call has finished, and callers that arrive while one
@@ -290,6 +354,10 @@ func (db *DB) gcLoop() {
 			return
 		case <-t.C:
 			for db.bdb.RunValueLogGC(0.5) == nil {
+				// It moved values within the value log: the next
+				// Sync goes through badger.
+				db.vlogWrites.Store(true)
+				db.commits.Add(1)
 				select {
 				case <-db.stop:
 					return
@@ -364,6 +432,7 @@ type Txn struct {
 	db      *DB
 	punches []chunkLoc // chunk bytes to free once the transaction commits
 	wrote   bool       // a Set or Delete went to badger
+	large   bool       // a value went to badger's value log (valueThreshold)
 
 	view    *stagedSet        // staged writes this transaction sees (View, Stage)
 	capture map[string]staged // a Stage's own writes
@@ -424,7 +493,8 @@ func (db *DB) update(staged *stagedSet, fn func(*Txn) error) error {
 	t := db.bdb.NewTransaction(true)
 	defer t.Discard()
 	tx := &Txn{db: db, t: t}
-	err := staged.writeTo(t)
+	var err error
+	tx.large, err = staged.writeTo(t)
 	if err == nil && fn != nil {
 		err = fn(tx)
 	}
@@ -438,6 +508,10 @@ func (db *DB) update(staged *stagedSet, fn func(*Txn) error) error {
 			}
 			db.stage.commit.Unlock()
 		}
+	}
+	if err == nil && tx.large {
+		// Before the count: a Sync that sees this commit sees the mark.
+		db.vlogWrites.Store(true)
 	}
 	if err == nil && (tx.wrote || staged != nil) {
 		db.commits.Add(1)
@@ -510,6 +584,7 @@ func (t *Txn) Set(key, value []byte) error {
 		return nil
 	}
 	t.wrote = true
+	t.large = t.large || len(value) >= valueThreshold
 	return t.t.Set(key, value)
 }
 

@@ -62,7 +62,14 @@ func TestSyncOlderMemtableLogs(t *testing.T) {
 	}
 	defer db.Close()
 	var synced []int
-	memSyncHook = func(fid int) { synced = append(synced, fid) }
+	newest := 0
+	memSyncHook = func(fid int, current bool) {
+		if current {
+			newest = max(newest, fid)
+		} else {
+			synced = append(synced, fid)
+		}
+	}
 	defer func() { memSyncHook = nil }()
 	val := make([]byte, 1000)
 	for i := 0; i < 100 && len(synced) == 0; i++ {
@@ -85,7 +92,6 @@ func TestSyncOlderMemtableLogs(t *testing.T) {
 		t.Skip("badger wrote every full memtable to a table before a Sync could see it")
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
-	newest := 0
 	for _, n := range names {
 		var fid int
 		fmt.Sscanf(filepath.Base(n), "%d.mem", &fid)
@@ -109,13 +115,23 @@ func TestSyncOlderLogsPicks(t *testing.T) {
 		}
 	}
 	var synced []int
-	memSyncHook = func(fid int) { synced = append(synced, fid) }
+	memSyncHook = func(fid int, current bool) {
+		if current {
+			fid = -fid
+		}
+		synced = append(synced, fid)
+	}
 	defer func() { memSyncHook = nil }()
 	db := &DB{dir: dir}
+	defer func() {
+		if db.memFile != nil {
+			db.memFile.Close()
+		}
+	}()
 	sync := func(want string) {
 		t.Helper()
 		synced = nil
-		if err := db.syncOlderLogs(); err != nil {
+		if err := db.syncLogs(false); err != nil {
 			t.Fatal(err)
 		}
 		if fmt.Sprint(synced) != want {
@@ -133,4 +149,63 @@ func TestSyncOlderLogsPicks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sync("[99999 100000]")
+	// With the current log (a Sync whose writes all went to the logs).
+	synced = nil
+	if err := db.syncLogs(true); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(synced) != "[-100001]" {
+		t.Fatalf("synced %v, want [-100001]", synced)
+	}
+}
+
+// TestSyncThroughBadger: a Sync goes through badger's own (which also
+// syncs the value log) after a write of a value that goes to the value log,
+// staged or not, and the first time after Open; otherwise it syncs the
+// memtable logs alone.
+func TestSyncThroughBadger(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	badger, logs := 0, 0
+	badgerSyncHook = func() { badger++ }
+	memSyncHook = func(fid int, current bool) {
+		if current {
+			logs++
+		}
+	}
+	defer func() { badgerSyncHook, memSyncHook = nil, nil }()
+	small, large := make([]byte, 100), make([]byte, valueThreshold)
+	set := func(v []byte) func() error {
+		return func() error { return db.Update(0, func(tx *Txn) error { return tx.Set([]byte("k"), v) }) }
+	}
+	for _, c := range []struct {
+		name   string
+		do     func() error
+		badger bool
+	}{
+		{"first after open", func() error { return nil }, true},
+		{"a small value", set(small), false},
+		{"a large value", set(large), true},
+		{"a small one again", set(small), false},
+		{"a large staged value", func() error {
+			return db.Stage(0, func(tx *Txn) error { return tx.Set([]byte("s"), large) })
+		}, true},
+		{"a small staged value", func() error {
+			return db.Stage(0, func(tx *Txn) error { return tx.Set([]byte("s"), small) })
+		}, false},
+	} {
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		badger, logs = 0, 0
+		if err := db.Sync(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if (badger == 1) != c.badger || (logs == 1) == c.badger || badger+logs != 1 {
+			t.Fatalf("%s: %d syncs through badger, %d of the current log alone; want through badger %v", c.name, badger, logs, c.badger)
+		}
+	}
 }
