@@ -168,12 +168,9 @@ func (p *packs) file(num uint32) (*os.File, error) {
 func (p *packs) append(data []byte, direct bool) (chunkLoc, error) {
 	direct = direct && p.directOK(data)
 	p.mu.Lock()
-	if direct {
-		p.end = alignUp(p.end)
-	}
 	size := uint64(len(data))
 	if direct {
-		size = alignUp(size)
+		p.end, size = alignUp(p.end), alignUp(size)
 	}
 	if p.end+size > packMaxSize && p.end > 0 {
 		p.active++
@@ -242,6 +239,14 @@ const directMin = 64 << 10
 var directWrites = true
 
 func alignUp(n uint64) uint64 { return (n + directAlign - 1) &^ (directAlign - 1) }
+
+// alignedSlice returns a slice of length n and capacity size (at least n)
+// whose array starts on a directAlign boundary, as O_DIRECT wants.
+func alignedSlice(n, size int) []byte {
+	raw := make([]byte, size+directAlign)
+	skip := (directAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%directAlign)) % directAlign
+	return raw[skip : skip+n : skip+size]
+}
 
 // directOK reports whether data can be written with O_DIRECT as it is.
 func (p *packs) directOK(data []byte) bool {
@@ -404,15 +409,12 @@ var directBufs sync.Pool
 // range around out's bytes into an aligned buffer and copies them out.
 func readDirect(f *os.File, out []byte, off int64) (int, error) {
 	start := off &^ (directAlign - 1)
-	end := (off + int64(len(out)) + directAlign - 1) &^ (directAlign - 1)
-	size := int(end - start)
+	size := int(alignUp(uint64(off+int64(len(out)))) - uint64(start))
 	var buf []byte
 	if b, ok := directBufs.Get().(*[]byte); ok && cap(*b) >= size {
 		buf = (*b)[:size]
 	} else {
-		raw := make([]byte, size+directAlign)
-		skip := (directAlign - int(uintptr(unsafe.Pointer(&raw[0]))%directAlign)) % directAlign
-		buf = raw[skip : skip+size : skip+size]
+		buf = alignedSlice(size, size)
 	}
 	defer func() {
 		if cap(buf) <= 8<<20 {

@@ -199,10 +199,7 @@ func readExactUnaligned(t *testing.T) {
 // alignedBuf returns n bytes of fill, page-aligned, with a capacity to the
 // next page: as the network's PUT bodies are.
 func alignedBuf(n int, fill byte) []byte {
-	size := int(alignUp(uint64(n)))
-	raw := make([]byte, size+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&raw[0]))%directAlign)) % directAlign
-	b := raw[skip : skip+n : skip+size]
+	b := alignedSlice(n, int(alignUp(uint64(n))))
 	for i := range b {
 		b[i] = fill
 	}
