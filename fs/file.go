@@ -41,6 +41,9 @@ type fileState struct {
 	err        error
 	capChecked bool // a write looked for security.capability (killPrivs)
 	writers    int  // opens that may write (pushChunk)
+	// counted is what buffered last counted, plus one (0: never counted),
+	// for a stat that finds the file busy.
+	counted atomic.Int64
 }
 
 // waitSealed waits, with st.mu held, until none of st's chunks is with the
@@ -1108,16 +1111,29 @@ func (f *FS) dropCapability(ctx context.Context, ino peerdrive.Ino) {
 const xattrCapability = "security.capability"
 
 // buffered returns the bytes of ino's data that are not committed yet,
-// holes (chunks of zeros) not counted, as the commit will not store them. It
-// does not wait for the file's lock, which an fsync holds while it seals:
-// busy says the file was busy with its data, and n is unknown.
+// holes (chunks of zeros) not counted, as the commit will not store them.
+// The file's lock is held for moments by writes and the sealers' hand-overs,
+// but through a whole seal by an fsync and through a fetch from peers by a
+// write to a chunk not in the cache: a stat does not wait for it past
+// countWait, and then takes what the last stat counted, which is what a
+// stat of an unchanged file must show again (a sealer's commit moves bytes
+// from here to the inode's count, and a stat must not see a different
+// st_blocks for it). busy says the file was busy and never counted: n is
+// unknown.
 func (f *FS) buffered(ino peerdrive.Ino) (n int64, busy bool) {
 	st := f.existing(ino)
 	if st == nil {
 		return 0, false
 	}
-	if !st.mu.TryLock() {
-		return 0, true
+	deadline := time.Now().Add(countWait)
+	for !st.mu.TryLock() {
+		if time.Now().After(deadline) {
+			if c := st.counted.Load(); c > 0 {
+				return c - 1, false
+			}
+			return 0, true
+		}
+		time.Sleep(countWait / 20)
 	}
 	defer st.mu.Unlock()
 	for _, m := range []map[int64]*chunkBuf{st.dirty, st.sealing} {
@@ -1127,5 +1143,9 @@ func (f *FS) buffered(ino peerdrive.Ino) (n int64, busy bool) {
 			}
 		}
 	}
+	st.counted.Store(n + 1)
 	return n, false
 }
+
+// countWait bounds a stat's wait for a busy file's lock (buffered).
+const countWait = 2 * time.Millisecond

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/peerdrive/peerdrive"
@@ -368,6 +369,57 @@ var semCases = []semCase{
 				t.Fatalf("%s file of 1 MiB + 1 byte: %d blocks, want %d", when, st.Blocks, (mib+4096)/512)
 			}
 			d.remount() // drops the kernel's attributes too
+		}
+	}},
+	{name: "BlocksWhileBusy", fn: func(t *testing.T, d *testDrive) {
+		// A stat that finds a file's lock held (an fsync sealing, a write
+		// fetching a chunk, a sealer handing back) shows what the last
+		// stat counted, not another figure: posixtest's FstatDeleted
+		// failed when a sealer held it between its stat and fstat.
+		p := d.path("f")
+		// O_DIRECT: each write reaches the daemon at once, not the
+		// kernel's writeback cache.
+		fd := open(t, p, unix.O_RDWR|unix.O_CREAT|unix.O_DIRECT, 0o644)
+		defer closeFD(t, fd)
+		ino := peerdrive.Ino(fstat(t, fd).Ino)
+		st := d.fs.existing(ino)
+		if st == nil {
+			t.Fatal("no state for an open file")
+		}
+		attr := func() uint64 {
+			in, err := d.tree.Inode(context.Background(), ino)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a fuse.Attr
+			d.fs.fillAttr(ino, &in, &a)
+			return a.Blocks
+		}
+		pwrite(t, fd, make([]byte, 6), 0) // zeros: a hole once committed
+		st.mu.Lock()
+		if b := attr(); b != 1 {
+			st.mu.Unlock()
+			t.Fatalf("busy, never counted: %d blocks, want the size's 1", b)
+		}
+		st.mu.Unlock()
+		for _, c := range []struct {
+			data []byte
+			want uint64
+		}{{make([]byte, 6), 0}, {[]byte("hello\n"), 8}} {
+			pwrite(t, fd, c.data, 0)
+			if b := attr(); b != c.want {
+				t.Fatalf("%q: %d blocks, want %d", c.data, b, c.want)
+			}
+			st.mu.Lock()
+			b := attr()
+			st.mu.Unlock()
+			if b != c.want {
+				t.Fatalf("%q, file busy: %d blocks, want %d as before", c.data, b, c.want)
+			}
+		}
+		must(t, unix.Fsync(fd))
+		if b := attr(); b != 8 {
+			t.Fatalf("committed: %d blocks, want 8", b)
 		}
 	}},
 	{name: "ChunkBoundary", fn: func(t *testing.T, d *testDrive) {
