@@ -237,11 +237,14 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 	}
 	// chown(2) with both IDs -1 changes only the ctime; without a
 	// writeback cache the kernel does not send it, and the request comes
-	// empty.
-	touchCtime := sa.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_SIZE|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_CTIME|fuse.FATTR_KILL_SUIDGID) == 0
+	// empty. Nothing else sends a request with no more than a ctime
+	// (utimensat with both times UTIME_OMIT returns before it), so such a
+	// request is that chown, which clears set-ID bits as any chown does.
+	const others = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_SIZE | fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_KILL_SUIDGID
+	touchCtime := sa.Valid&(others|fuse.FATTR_CTIME) == 0
 	_, uidSet := sa.GetUID()
 	_, gidSet := sa.GetGID()
-	chown := uidSet || gidSet
+	chown := uidSet || gidSet || sa.Valid&others == 0
 	set := func(in *peerdrive.Inode) error {
 		changed := false
 		if m, ok := sa.GetMode(); ok {

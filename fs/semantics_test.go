@@ -615,6 +615,12 @@ var semCases = []semCase{
 			{"chown by root", 0o6755, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o755},
 			{"chown by root, no group exec", 0o6745, false, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o2745},
 			{"chown of a directory", 0o6755, true, false, func(p string) error { return unix.Chown(p, 2000, 2000) }, 0o6755},
+			// Both IDs -1 change nothing but the ctime, and still clear
+			// the bits (ext4 does; chown_common flags the kill
+			// regardless of the IDs).
+			{"chown -1 -1 by root", 0o6755, false, false, func(p string) error { return unix.Chown(p, -1, -1) }, 0o755},
+			{"chown -1 -1 by the owner", 0o6755, false, true, func(p string) error { return unix.Chown(p, -1, -1) }, 0o755},
+			{"chown -1 -1 of a directory", 0o6755, true, false, func(p string) error { return unix.Chown(p, -1, -1) }, 0o6755},
 		} {
 			p := d.path(fmt.Sprintf("k%d", i))
 			if c.isDir {
