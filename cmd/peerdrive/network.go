@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -15,7 +14,6 @@ import (
 
 func serveCmd(g *globals) *cobra.Command {
 	var cfg node.Config
-	var cpus int
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a storage-only node: contribute disk to the network, mount nothing",
@@ -23,37 +21,13 @@ func serveCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Home = g.home
 			cfg.StorageOnly = true
-			if n := serveProcs(cpus, cfg.ComputeSlots, os.Getenv("GOMAXPROCS")); n > 0 {
-				runtime.GOMAXPROCS(n)
-			}
 			return runStorageNode(cfg, func(n *node.Node) string {
 				return fmt.Sprintf("serving %s of storage", humanize.IBytes(uint64(n.Status().ContributedBytes)))
 			})
 		},
 	}
 	nodeFlags(c, &cfg)
-	c.Flags().IntVar(&cpus, "cpus", 0, "cores the node works on at once (0: one, and one more per compute slot)")
 	return c
-}
-
-// serveProcs is how many cores (GOMAXPROCS) a storage node runs on: cpus
-// if set, else one and one per compute slot, unless GOMAXPROCS is in the
-// environment (env), which the runtime has applied already; 0 leaves the
-// runtime's choice. One core checks and stores shards faster than a home
-// link brings them (six local nodes spent 1.1-1.4 CPU-s on 384 MiB of
-// shards: about 3 ns a byte, 300 MB/s a core), and a node that takes every core for a burst of uploads takes them from
-// its host's owner; where several nodes share a machine (tests, the
-// benchmarks) their schedulers also stop contending: 3-sync-throughput
-// (six local nodes, a mount at 4+2, 256 MiB written and synced) took a
-// median 1.55 s against 1.68 s on all cores (twelve alternated runs).
-func serveProcs(cpus, computeSlots int, env string) int {
-	switch {
-	case cpus > 0:
-		return cpus
-	case env != "":
-		return 0
-	}
-	return 1 + max(computeSlots, 0)
 }
 
 // runStorageNode runs a node that mounts nothing (serve, coordinator) until
