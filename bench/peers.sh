@@ -6,6 +6,8 @@
 #   c. cold sequential read from peers (mount restarted with --cache-size 8MiB, its cache
 #      drained, page cache dropped) vs a cold read of the plain directory
 #   d. CPU split of the mount's write path (and read path) from Go CPU profiles
+#   e. the floors of a + b here: the disk's time for the bytes they make durable, and the CPU
+#      of PeerDrive's primitives on them alone (bench/tools/floor)
 # See bench/README.md. Run from anywhere as root: bench/peers.sh
 # Ratios vs plain are t_plain / t_mount: 1.00x = as fast as the plain directory, 0.50x = twice as slow.
 set -euo pipefail
@@ -41,6 +43,7 @@ cleanup() {
   sleep 0.5
   for p in $PDPID "${PEERPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   grep -q " $M fuse" /proc/mounts && umount -l "$M"
+  [ -n "${NULLDIR:-}" ] && grep -q " $NULLDIR fuse" /proc/mounts && umount -l "$NULLDIR"
   rm -rf "$SHM"
   if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
@@ -295,6 +298,59 @@ else
 fi
 drop_caches
 timed "plain cold read" dd if="$P/seq.bin" of=/dev/null bs=1M status=none && T_READ_PLAIN=$T || true
+
+# ---------- e: the floors of write+sync on this machine ----------
+# What any implementation of a + b must spend here: the disk's time for the bytes a write+sync
+# makes durable (the file in the local cache, (k+m)/k of it on the peers, all on this one disk),
+# written by dd in parallel with nothing else to do; and the CPU of PeerDrive's own primitives
+# on those bytes, one after the other in one process (bench/tools/floor).
+echo "== e. floors of a + b on this machine: the disk alone, and PeerDrive's primitives alone"
+SHARD_MB=$(( (SIZE_MB * (DATA + PARITY) + DATA * NPEERS - 1) / (DATA * NPEERS) ))
+FL=$WORK/floor
+mkdir -p "$FL"
+io_floor() { # the file and NPEERS shard files of SHARD_MB MiB, all with dd conv=fsync at once
+  local pids=() p rc=0 i
+  dd if="$SHM/src.bin" of="$FL/local.bin" bs=1M conv=fsync status=none & pids+=($!)
+  for i in $(seq 1 "$NPEERS"); do
+    dd if="$SHM/src.bin" of="$FL/peer$i.bin" bs=1M count="$SHARD_MB" conv=fsync status=none & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+T_PLAIN_E=FAIL T_IO_FLOOR=FAIL FLOOR_CPU=NA FLOOR_WALL=NA
+drop_caches
+timed "plain write again (the floors' reference)" dd if="$SHM/src.bin" of="$FL/plain.bin" bs=1M conv=fsync status=none && T_PLAIN_E=$T || true
+rm -f "$FL/plain.bin"; drop_caches
+timed "disk floor: ${SIZE_MB} MiB + $NPEERS x ${SHARD_MB} MiB by dd at once" io_floor && T_IO_FLOOR=$T || true
+rm -f "$FL"/*.bin; sync
+if (cd "$ROOT" && go build -o "$WORK/bin/floor" ./bench/tools/floor) >>"$LOG" 2>&1 \
+  && "$WORK/bin/floor" -size "$SIZE_MB" -k "$DATA" -m "$PARITY" -dir "$FL" >"$WORK/floor.out" 2>>"$LOG"; then
+  sed '/^RESULT/d; s/^/    /' "$WORK/floor.out"
+  FLOOR_CPU=$(sed -n 's/^RESULT .* cpu_s=\([0-9.]*\).*/\1/p' "$WORK/floor.out")
+  FLOOR_WALL=$(sed -n 's/^RESULT .* wall_s=\([0-9.]*\).*/\1/p' "$WORK/floor.out")
+else
+  echo "    bench/tools/floor failed; see $LOG"
+fi
+# FUSE's part, which the floor tool leaves out: dd of the file into bench/tools/nullfs (go-fuse
+# with PeerDrive's write options, keeping nothing); the CPU of dd and of the nullfs daemon.
+FUSE_CPU=NA
+NULLDIR=$WORK/null
+if (cd "$ROOT" && go build -o "$WORK/bin/nullfs" ./bench/tools/nullfs) >>"$LOG" 2>&1; then
+  mkdir -p "$NULLDIR"
+  "$WORK/bin/nullfs" "$NULLDIR" >>"$LOG" 2>&1 &
+  NULLPID=$!
+  if wait_mounted "$NULLDIR" 30; then
+    n0=$(cpu_s "$NULLPID")
+    ddcpu=$( { TIMEFORMAT='%3U %3S'; time dd if="$SHM/src.bin" of="$NULLDIR/f" bs=1M conv=fsync status=none; } 2>&1 | awk '{printf "%.3f", $1+$2}')
+    FUSE_CPU=$(awk -v a="$(fsub "$(cpu_s "$NULLPID")" "$n0")" -v b="$ddcpu" 'BEGIN{printf "%.3f", a+b}')
+    echo "    FUSE alone (dd into bench/tools/nullfs): $FUSE_CPU CPU-s, dd and the daemon"
+    umount "$NULLDIR" 2>>"$LOG" || umount -l "$NULLDIR"
+  else
+    echo "    bench/tools/nullfs did not mount; see $LOG"
+  fi
+  wait_exit "$NULLPID" 10 || kill -9 "$NULLPID" 2>/dev/null || true
+fi
+[ "$FLOOR_CPU" != NA ] && [ "$FUSE_CPU" != NA ] && FLOOR_WALL=$(awk -v a="$FLOOR_CPU" -v b="$FUSE_CPU" -v n="$(nproc)" 'BEGIN{printf "%.3f", (a+b)/n}')
 T_END=$(now)
 
 # ---------- d: CPU split ----------
@@ -320,6 +376,12 @@ perg() { case "$1$2" in *NA*|*FAIL*) echo NA;; *) awk -v a="$1" -v b="${2:-0}" -
 CPG_W_MOUNT=$(perg "$CPU_W_MOUNT" "$CPU_S_MOUNT") CPG_W_PEERS=$(perg "$CPU_W_PEERS" "$CPU_S_PEERS")
 CPG_R_MOUNT=$(perg "$CPU_R_MOUNT" 0) CPG_R_PEERS=$(perg "$CPU_R_PEERS" 0)
 echo "CPU seconds per GiB: write+sync mount $CPG_W_MOUNT, $NPEERS peers $CPG_W_PEERS; cold read mount $CPG_R_MOUNT, $NPEERS peers $CPG_R_PEERS"
+T_WS=$(awk -v a="$T_WRITE" -v b="$T_SYNC" 'BEGIN{if (a=="FAIL"||b=="FAIL") print "FAIL"; else printf "%.3f", a+b}')
+R_WS=$(ratio "$T_WRITE_PLAIN" "$T_WS")
+R_IO_CEIL=$(ratio "$T_PLAIN_E" "$T_IO_FLOOR")
+R_CPU_CEIL=$(ratio "$T_PLAIN_E" "$FLOOR_WALL")
+echo "write+sync: ${T_WS}s = ${R_WS}x plain's write (a.); its ceilings here, against plain's ${T_PLAIN_E}s in e.:" \
+  "${R_IO_CEIL}x from the disk alone, ${R_CPU_CEIL}x from the CPU of PeerDrive's primitives and FUSE alone (${FLOOR_CPU} + ${FUSE_CPU} CPU-s on $(nproc) cores with no loss)"
 
 echo
 echo "== goals (issue 3): write >= ${GOAL_WRITE}x plain; sync <= ${GOAL_SYNC}x the write time; cold read >= ${GOAL_READ}x plain"
@@ -340,5 +402,6 @@ for ph in write read; do
   for c in "${CATS[@]}" other; do line+=" ${c}_pct=${SPLIT[$ph/$c]:-NA}"; done
   echo "$line"
 done
+echo "RESULT workload=peers_write_sync_floor write_sync_s=$T_WS plain_s=$T_WRITE_PLAIN vs_plain=$R_WS plain_again_s=$T_PLAIN_E disk_floor_s=$T_IO_FLOOR cpu_floor_cpu_s=$FLOOR_CPU fuse_cpu_s=$FUSE_CPU cpu_floor_wall_s=$FLOOR_WALL ceiling_disk=$R_IO_CEIL ceiling_cpu=$R_CPU_CEIL"
 echo "RESULT workload=cpu_per_gib write_sync_mount_s=$CPG_W_MOUNT write_sync_peers_s=$CPG_W_PEERS cold_read_mount_s=$CPG_R_MOUNT cold_read_peers_s=$CPG_R_PEERS"
 echo "RESULT workload=load loadavg_start=\"$LOAD_START\" loadavg_end=\"$(loadavg)\" cores=$(nproc)"
