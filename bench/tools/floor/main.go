@@ -168,29 +168,22 @@ func run(sizeMiB int, p segment.Params, dir string) error {
 			return err
 		}
 		if err := stage(4, func() error {
-			for _, e := range encoded {
-				for i, s := range e.Shards {
-					if peerdrive.ShardID(crypto.ContentID(s)) != e.IDs[i] {
-						return errors.New("shard ID mismatch")
-					}
+			return eachShard(encoded, func(id peerdrive.ShardID, s []byte) error {
+				if peerdrive.ShardID(crypto.ContentID(s)) != id {
+					return errors.New("shard ID mismatch")
 				}
-			}
-			return nil
+				return nil
+			})
 		}); err != nil {
 			return err
 		}
 		if err := stage(5, func() error {
-			for _, e := range encoded {
-				for _, s := range e.Shards {
-					if _, err := tx.Write(s); err != nil {
-						return err
-					}
-					if err := txRaw.flush(); err != nil {
-						return err
-					}
+			return eachShard(encoded, func(_ peerdrive.ShardID, s []byte) error {
+				if _, err := tx.Write(s); err != nil {
+					return err
 				}
-			}
-			return nil
+				return txRaw.flush()
+			})
 		}); err != nil {
 			return err
 		}
@@ -200,14 +193,10 @@ func run(sizeMiB int, p segment.Params, dir string) error {
 					return err
 				}
 			}
-			for _, e := range encoded {
-				for _, s := range e.Shards {
-					if _, err := f.Write(s); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
+			return eachShard(encoded, func(_ peerdrive.ShardID, s []byte) error {
+				_, err := f.Write(s)
+				return err
+			})
 		}); err != nil {
 			return err
 		}
@@ -233,6 +222,19 @@ func run(sizeMiB int, p segment.Params, dir string) error {
 	fmt.Printf("  total %50.3f\n", total.Seconds())
 	fmt.Printf("  spread over %d cores with no loss %36.3f s\n", cores, wall)
 	fmt.Printf("RESULT workload=floor size_mb=%d k=%d m=%d cores=%d cpu_s=%.3f wall_s=%.3f\n", sizeMiB, p.K, p.M, cores, total.Seconds(), wall)
+	return nil
+}
+
+// eachShard calls fn with every shard of encoded and its ID, in order,
+// until fn fails.
+func eachShard(encoded []*segment.Encoded, fn func(peerdrive.ShardID, []byte) error) error {
+	for _, e := range encoded {
+		for i, s := range e.Shards {
+			if err := fn(e.IDs[i], s); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
