@@ -341,9 +341,12 @@ if (cd "$ROOT" && go build -o "$WORK/bin/nullfs" ./bench/tools/nullfs) >>"$LOG" 
   NULLPID=$!
   if wait_mounted "$NULLDIR" 30; then
     n0=$(cpu_s "$NULLPID")
-    ddcpu=$( { TIMEFORMAT='%3U %3S'; time dd if="$SHM/src.bin" of="$NULLDIR/f" bs=1M conv=fsync status=none; } 2>&1 | awk '{printf "%.3f", $1+$2}')
-    FUSE_CPU=$(awk -v a="$(fsub "$(cpu_s "$NULLPID")" "$n0")" -v b="$ddcpu" 'BEGIN{printf "%.3f", a+b}')
-    echo "    FUSE alone (dd into bench/tools/nullfs): $FUSE_CPU CPU-s, dd and the daemon"
+    if ddcpu=$( { TIMEFORMAT='%3U %3S'; time dd if="$SHM/src.bin" of="$NULLDIR/f" bs=1M conv=fsync status=none 2>>"$LOG"; } 2>&1 | awk '{printf "%.3f", $1+$2}'); then
+      FUSE_CPU=$(awk -v a="$(fsub "$(cpu_s "$NULLPID")" "$n0")" -v b="$ddcpu" 'BEGIN{printf "%.3f", a+b}')
+      echo "    FUSE alone (dd into bench/tools/nullfs): $FUSE_CPU CPU-s, dd and the daemon"
+    else
+      echo "    dd into bench/tools/nullfs failed; see $LOG"
+    fi
     umount "$NULLDIR" 2>>"$LOG" || umount -l "$NULLDIR"
   else
     echo "    bench/tools/nullfs did not mount; see $LOG"
